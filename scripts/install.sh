@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent install into ./.venv: creates it when missing and (re)installs only when
+# pyproject.toml changed since the last successful install. Source it or run it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP="$VENV/.speakerops-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import speakerops" 2>/dev/null; then
+  exit 0
+fi
+echo "speakerops: installing into $VENV (torch 2.11 + torchaudio 2.11, Lightning, MLflow, DVC, Evidently, Optuna; a few minutes the first time)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch and torchaudio first, pinned together: nothing later may swap torch.
+"$VENV/bin/python" -m pip install -q "torch==2.11.0" "torchaudio==2.11.0"
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" - <<'PYCHECK'
+import torch, torchaudio
+assert torch.__version__.startswith("2.11.0"), f"torch {torch.__version__} was installed instead of 2.11.0"
+assert torchaudio.__version__.startswith("2.11.0"), torchaudio.__version__
+PYCHECK
+echo "$want" > "$STAMP"
+echo "speakerops: installed ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,214 @@
+"""`speakerops <command> [options] [overrides]`: thin entry points over the stages.
+
+Heavy libraries (torch, Lightning, MLflow, Evidently) load only inside the command that needs
+them, so `speakerops --help` is instant. Hydra overrides (`model.channels=256`,
+`data=librispeech`) follow the command; `--config params.yaml` loads a composed config instead
+of composing `conf/` (what the DVC stages do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, tuple[str, Callable]] = {}
+
+
+def command(name: str, help_text: str):
+    def wrap(fn: Callable) -> Callable:
+        COMMANDS[name] = (help_text, fn)
+        return fn
+
+    return wrap
+
+
+def _cfg(args: argparse.Namespace):
+    from speakerops.config import compose
+    from speakerops.registry.tracking import offline_env
+
+    offline_env()
+    return compose(args.overrides, args.config)
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@command("params", "compose conf/ (with overrides) into params.yaml for DVC")
+def cmd_params(args: argparse.Namespace) -> int:
+    from speakerops.config import write_params
+
+    print(f"wrote {write_params(_cfg(args), args.output or 'params.yaml')}")
+    return 0
+
+
+@command("prepare", "corpus -> manifest, speaker-disjoint splits, hashed trial lists, quarantine")
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from speakerops.data.prepare import prepare
+
+    _print_json(prepare(_cfg(args).data))
+    return 0
+
+
+@command("baseline", "the mean-MFCC cosine baseline on the eval trial list")
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from speakerops.eval.evaluate import run_baseline
+
+    _print_json(run_baseline(_cfg(args)))
+    return 0
+
+
+@command("train", "train a speaker-embedding model (Lightning), log it to MLflow")
+def cmd_train(args: argparse.Namespace) -> int:
+    from speakerops.train.run import train
+
+    _print_json(train(_cfg(args)))
+    return 0
+
+
+@command(
+    "evaluate", "embed, score, calibrate; EER, minDCF, Cllr, DET plot -> metrics.json and MLflow"
+)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from speakerops.eval.evaluate import evaluate
+
+    _print_json(evaluate(_cfg(args)))
+    return 0
+
+
+@command("register", "package the model, register a version with lineage, alias `challenger`")
+def cmd_register(args: argparse.Namespace) -> int:
+    from speakerops.registry.register import register
+
+    _print_json(register(_cfg(args)))
+    return 0
+
+
+@command("gate", "apply registry/policy.yaml to the registered challenger; move `champion` on pass")
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from speakerops.registry import tracking
+    from speakerops.registry.gate import gate_version
+
+    cfg = _cfg(args)
+    tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    registered = json.loads((Path(cfg.register.out_dir) / "registered.json").read_text())
+    metrics = json.loads((Path(cfg.evaluate.out_dir) / "metrics.json").read_text())
+    verdict = gate_version(
+        registered["model_name"],
+        registered["version"],
+        metrics,
+        cfg.register.policy,
+        cfg.register.out_dir,
+    )
+    status = "PASSED: alias champion moved to" if verdict.passed else "REFUSED:"
+    print(f"gate {status} {registered['model_name']} v{registered['version']}")
+    for check in verdict.checks:
+        print(f"  [{'ok' if check['passed'] else 'FAIL'}] {check['reason']}")
+    return 0 if verdict.passed else 1
+
+
+@command(
+    "embed",
+    "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> output=<file.parquet|.npz>",
+)
+def cmd_embed(args: argparse.Namespace) -> int:
+    from speakerops.eval.embed import embed_files, list_inputs, write_embeddings
+    from speakerops.registry.package import load_encoder
+
+    opts = _key_values(args.overrides, required=("model", "input", "output"), optional=("log_dir",))
+    encoder = load_encoder(opts["model"])
+    utt_ids, paths = list_inputs(opts["input"])
+    batch = embed_files(encoder, paths, utt_ids, desc="speakerops embed")
+    write_embeddings(batch, opts["output"])
+    print(
+        f"wrote {len(batch.utt_ids)} embeddings ({encoder.embedding_dim}-dim) to {opts['output']}"
+    )
+    for path, reason in batch.failures:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if batch.failures:
+        print(
+            f"{len(batch.failures)} file(s) could not be embedded (listed above); the rest were written",
+            file=sys.stderr,
+        )
+    return 0 if batch.utt_ids else 2
+
+
+@command(
+    "demo", "the whole lifecycle on the embedded synthetic corpus (prepare .. gate), with a summary"
+)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from speakerops.demo import run_demo
+
+    return run_demo(args.overrides)
+
+
+@command("ui", "start the MLflow UI on the embedded store (http://127.0.0.1:5000)")
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from speakerops.registry import tracking
+
+    uri = tracking.tracking_uri()
+    argv = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", "5000"]
+    if tracking.artifact_location():
+        argv += ["--default-artifact-root", tracking.artifact_location()]
+    print(" ".join(argv))
+    os.execvp(argv[0], argv + list(args.overrides))
+    return 0
+
+
+def _key_values(
+    items: list[str], required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Parse `key=value` arguments, naming what is missing or unknown."""
+    opts: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in required + optional:
+            raise SystemExit(
+                f"unexpected argument {item!r}: expected {', '.join(k + '=...' for k in required + optional)}"
+            )
+        opts[key] = value
+    missing = [k for k in required if k not in opts]
+    if missing:
+        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}")
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speakerops", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (help_text, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="a composed params.yaml to load instead of composing conf/")
+        if name == "params":
+            p.add_argument("--output", help="where to write (default params.yaml)")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.channels=256")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command][1](args) or 0)
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"speakerops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Bad input (files, values, config overrides): a one-line message, not a traceback."""
+    if isinstance(exc, (FileNotFoundError, ValueError, KeyError)):
+        return True
+    module = type(exc).__module__
+    return module.startswith(("hydra.", "omegaconf."))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

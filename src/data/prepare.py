@@ -1,0 +1,130 @@
+"""The `prepare` stage: corpus -> manifest, speaker-disjoint splits, hashed trial lists, quarantine.
+
+Every file is decoded once; an unreadable, empty, NaN-filled, silent or too-short file goes
+to `quarantine.csv` with its reason and the run goes on. Outputs in `data.prepared_dir`:
+`manifest.csv`, `quarantine.csv`, `trials_calibration.csv`, `trials_eval.csv` (+ `.sha256`),
+`prepare.json` (counts and hashes).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from speakerops.data import corpora
+from speakerops.data.audio import AudioError, load_audio
+from speakerops.data.manifest import (
+    METADATA_COLUMNS,
+    assign_splits,
+    make_trials,
+    read_manifest,
+    write_trials,
+)
+
+
+def _probe(path: str, min_duration: float) -> tuple[float, int] | str:
+    """(duration, native sample rate) of a usable file, or the reason it is unusable."""
+    try:
+        wav, rate = load_audio(path, None, min_duration)
+    except AudioError as exc:
+        return str(exc)
+    return wav.size / rate, rate
+
+
+def validate_files(
+    candidates: pd.DataFrame, min_duration: float, workers: int = 2, progress: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Decode every candidate; returns (usable rows with duration and sample_rate, quarantine)."""
+    paths = candidates["path"].tolist()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(
+            tqdm(
+                pool.map(lambda p: _probe(p, min_duration), paths),
+                total=len(paths),
+                desc="prepare: checking audio",
+                disable=not progress,
+            )
+        )
+    ok = [isinstance(r, tuple) for r in results]
+    good = candidates[ok].copy()
+    good["duration"] = [r[0] for r in results if isinstance(r, tuple)]
+    good["sample_rate"] = [r[1] for r in results if isinstance(r, tuple)]
+    bad = candidates[[not o for o in ok]][["utt_id", "path"]].copy()
+    bad["reason"] = [r for r in results if isinstance(r, str)]
+    return good, bad
+
+
+def build_manifest(data: DictConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """List the configured corpus, validate it and assign speaker-disjoint splits."""
+    candidates = corpora.list_corpus(
+        data.corpus, data.get("root"), data.get("synthetic"), data.get("synthetic_dir")
+    )
+    if candidates["utt_id"].duplicated().any():
+        dup = candidates.loc[candidates["utt_id"].duplicated(), "utt_id"].iloc[0]
+        raise ValueError(f"corpus {data.corpus}: duplicate utt_id {dup!r}")
+    good, quarantine = validate_files(
+        candidates, float(data.min_duration), int(data.get("workers", 2)), progress
+    )
+    if good.empty:
+        raise ValueError(f"corpus {data.corpus}: no usable audio (see quarantine reasons)")
+    split = assign_splits(
+        good["speaker"].tolist(),
+        float(data.calibration_fraction),
+        float(data.eval_fraction),
+        int(data.split_seed),
+    )
+    good["split"] = good["speaker"].map(split)
+    for extra in data.get("extra_manifests") or []:
+        rows = read_manifest(extra).assign(split="train")
+        clash = set(rows["speaker"]) & set(good.loc[good["split"] != "train", "speaker"])
+        if clash:
+            raise ValueError(
+                f"{extra}: speakers {sorted(clash)[:5]} are held-out eval/calibration speakers"
+            )
+        good = pd.concat([good, rows], ignore_index=True)
+    for col in METADATA_COLUMNS:
+        if col not in good.columns:
+            good[col] = "unknown"
+        good[col] = good[col].fillna("unknown").astype(str)
+    return good.reset_index(drop=True), quarantine
+
+
+def prepare(data: DictConfig, progress: bool = True) -> dict:
+    """Run the stage and return its summary (also written to `prepare.json`)."""
+    out = Path(data.prepared_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, quarantine = build_manifest(data, progress)
+    columns = ["utt_id", "path", "speaker", "duration", "sample_rate", *METADATA_COLUMNS, "split"]
+    extra = [c for c in manifest.columns if c not in columns]
+    manifest[columns + extra].to_csv(out / "manifest.csv", index=False)
+    quarantine.to_csv(out / "quarantine.csv", index=False)
+    t = data.trials
+    hashes = {}
+    for split in ("calibration", "eval"):
+        rows = manifest[manifest["split"] == split]
+        if split == "eval" and data.get("official_trials"):
+            trials = corpora.read_voxceleb_trials(data.official_trials)
+        elif rows["speaker"].nunique() >= 2:
+            trials = make_trials(
+                rows, int(t.targets_per_utt), int(t.nontargets_per_utt), int(t.seed)
+            )
+        else:
+            continue
+        hashes[split] = write_trials(trials, out / f"trials_{split}.csv")
+    summary = {
+        "corpus": data.corpus,
+        "n_utterances": int(len(manifest)),
+        "n_quarantined": int(len(quarantine)),
+        "speakers": {
+            s: int(manifest.loc[manifest.split == s, "speaker"].nunique())
+            for s in ("train", "calibration", "eval")
+        },
+        "trial_hashes": hashes,
+    }
+    (out / "prepare.json").write_text(json.dumps(summary, indent=2))
+    return summary

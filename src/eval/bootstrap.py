@@ -1,0 +1,158 @@
+"""Confidence intervals by bootstrapping SPEAKERS, not trials.
+
+Trials of one enrollment speaker are correlated (same voice, same enrollment audio), so
+resampling trials independently gives intervals that are far too narrow. Here each bootstrap
+replicate draws S enrollment speakers with replacement out of the S present; a drawn speaker
+brings ALL its trials (targets and non-targets), once per time it was drawn.
+
+* A replicate that lacks target or non-target trials is **redrawn** (so exactly ``n_boot``
+  valid replicates are used; at most ``max_redraws`` redraws in total, then ``ValueError``).
+* Intervals are percentile intervals: [q((1−c)/2), q((1+c)/2)] of the replicate values
+  (numpy's default linear quantile). The point estimate is the metric on the full data; a
+  percentile interval usually, but not provably, contains it.
+* Deterministic for a given ``seed`` (``numpy.random.default_rng``).
+
+Metric functions: ``fn(scores, labels, **extra) -> float`` where ``extra`` holds the
+replicate's slices of the optional per-trial arrays given as ``extra`` (e.g. ``llrs``), all
+indexed by the same resample::
+
+    speaker_bootstrap(scores, labels, spk, {
+        "eer": lambda s, y, **_: eer(s, y),
+        "cllr": lambda s, y, llrs: cllr(llrs, y),
+    }, extra={"llrs": llrs})
+
+:func:`verification_metric_fns` builds these for the standard metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import metrics as _m
+
+__all__ = ["Interval", "speaker_bootstrap", "verification_metric_fns"]
+
+MetricFn = Callable[..., float]
+
+
+class Interval(NamedTuple):
+    """A bootstrap result: point estimate on the full data and percentile interval."""
+
+    point: float
+    low: float
+    high: float
+
+
+def verification_metric_fns(
+    p_targets: Sequence[float] = (0.01, 0.05), with_llrs: bool = False
+) -> dict[str, MetricFn]:
+    """Metric functions for :func:`speaker_bootstrap`, named as in
+    :func:`speakerops.eval.metrics.verification_metrics`. With ``with_llrs`` the functions
+    for actDCF, Cllr, minCllr and calibration loss expect ``extra={"llrs": llrs}``."""
+    fns: dict[str, MetricFn] = {"eer": lambda s, y, **_: _m.eer(s, y)}
+    for p in p_targets:
+        fns[f"min_dcf_{p:g}"] = lambda s, y, _p=p, **_: _m.min_dcf(s, y, _p)
+    if with_llrs:
+        for p in p_targets:
+            fns[f"act_dcf_{p:g}"] = lambda s, y, llrs, _p=p, **_: _m.act_dcf(llrs, y, _p)
+        fns["cllr"] = lambda s, y, llrs, **_: _m.cllr(llrs, y)
+        fns["min_cllr"] = lambda s, y, llrs, **_: _m.min_cllr(llrs, y)
+        fns["cal_loss"] = lambda s, y, llrs, **_: _m.calibration_loss(llrs, y)
+    return fns
+
+
+def speaker_bootstrap(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    speakers: ArrayLike,
+    metric_fns: Mapping[str, MetricFn],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    *,
+    extra: Mapping[str, ArrayLike] | None = None,
+    max_redraws: int | None = None,
+) -> dict[str, Interval]:
+    """Speaker-level bootstrap: ``{name: Interval(point, low, high)}`` for each metric.
+
+    ``speakers``: the enrollment speaker of each trial (any hashable labels). ``extra``:
+    optional per-trial arrays passed to every metric as keyword arguments, sliced with the
+    same resample. ``max_redraws`` (default ``10·n_boot``) bounds redraws of replicates that
+    lack targets or non-targets.
+    """
+    s, y = _m.validate_trials(scores, labels)
+    n = s.size
+    spk = np.asarray(speakers)
+    if spk.ndim != 1 or spk.size != n:
+        raise ValueError(f"speakers must be 1-D with one entry per trial ({n}), got {spk.shape}")
+    if not metric_fns:
+        raise ValueError("metric_fns is empty: nothing to bootstrap")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    arrays: dict[str, NDArray] = {}
+    for k, v in (extra or {}).items():
+        a = np.asarray(v)
+        if a.shape[:1] != (n,):
+            raise ValueError(f"extra array {k!r} has shape {a.shape}, expected {n} per-trial rows")
+        arrays[k] = a
+    n_boot = int(n_boot)
+    max_redraws = 10 * n_boot if max_redraws is None else int(max_redraws)
+
+    # Per-speaker index ranges in speaker-sorted trial order.
+    try:
+        _, codes = np.unique(spk, return_inverse=True)
+    except TypeError as exc:
+        raise ValueError(f"speakers must be sortable labels (e.g. str or int): {exc}") from exc
+    codes = codes.ravel()
+    n_spk = int(codes.max()) + 1
+    if n_spk < 2:
+        raise ValueError("speaker bootstrap needs at least 2 enrollment speakers, got 1")
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=n_spk)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    tar_counts = np.bincount(codes, weights=y, minlength=n_spk).astype(np.int64)
+
+    def call(fn: MetricFn, idx: NDArray | None) -> float:
+        if idx is None:
+            return float(fn(s, y, **arrays))
+        return float(fn(s[idx], y[idx], **{k: a[idx] for k, a in arrays.items()}))
+
+    names = list(metric_fns)
+    points = {name: call(metric_fns[name], None) for name in names}
+
+    rng = np.random.default_rng(seed)
+    values = np.empty((n_boot, len(names)))
+    redraws = 0
+    b = 0
+    while b < n_boot:
+        draw = rng.integers(0, n_spk, n_spk)
+        lens = counts[draw]
+        total = int(lens.sum())
+        n_tar = int(tar_counts[draw].sum())
+        if n_tar == 0 or n_tar == total:
+            redraws += 1
+            if redraws > max_redraws:
+                raise ValueError(
+                    f"{redraws} speaker resamples lacked target or non-target trials "
+                    f"(max_redraws={max_redraws}): too few speakers with both kinds of trials"
+                )
+            continue
+        # indices of all trials of the drawn speakers, with multiplicity
+        offs = np.cumsum(lens) - lens
+        pos = np.repeat(starts[draw] - offs, lens) + np.arange(total)
+        idx = order[pos]
+        for j, name in enumerate(names):
+            values[b, j] = call(metric_fns[name], idx)
+        b += 1
+
+    alpha = 1.0 - float(confidence)
+    lo, hi = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    return {
+        name: Interval(points[name], float(lo[j]), float(hi[j])) for j, name in enumerate(names)
+    }

@@ -1,0 +1,99 @@
+"""The `register` stage: package the trained encoder, register a version, alias `challenger`.
+
+The packaged encoder gets the calibration fitted by `evaluate` and the eval metrics inside;
+the version carries lineage tags (git commit, manifest and trial-list hashes, composed
+parameters) and the drift reference (eval + calibration embeddings) as run artifacts.
+Writes `register.out_dir/registered.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from speakerops.config import flatten
+from speakerops.data.manifest import file_sha256
+from speakerops.models.encoder import SpeakerEncoder
+from speakerops.registry import tracking
+from speakerops.registry.lineage import git_commit, params_digest
+from speakerops.registry.package import log_encoder_model
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+def register(cfg: DictConfig) -> dict:
+    """Register the evaluated encoder; returns what is written to `registered.json`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    out = Path(cfg.register.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir, eval_dir = Path(cfg.train.out_dir), Path(cfg.evaluate.out_dir)
+    prepared = Path(cfg.data.prepared_dir)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    train_summary = json.loads((train_dir / "train.json").read_text())
+
+    encoder = SpeakerEncoder.load(train_dir / "encoder.pt")
+    encoder.extras["calibration"] = json.loads((eval_dir / "calibration.json").read_text())
+    encoder.extras["eval_metrics"] = metrics
+    packaged = encoder.save(out / "encoder.pt")
+
+    tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    params = OmegaConf.to_container(cfg, resolve=True)
+    tags = {
+        "git_commit": git_commit(),
+        "manifest_sha256": file_sha256(prepared / "manifest.csv"),
+        "trials_sha256": metrics["trials_sha256"],
+        "calibration_trials_sha256": metrics["calibration_trials_sha256"],
+        "params_sha256": params_digest(params),
+        "train_run_id": train_summary["run_id"],
+        "sample_rate": str(encoder.sample_rate),
+        "model_target": str(cfg.model.get("_target_", "")),
+    }
+    params_json = json.dumps(flatten(cfg), sort_keys=True)
+    if len(params_json) <= 5000:
+        tags["params"] = params_json
+    client = MlflowClient()
+    with mlflow.start_run(run_id=train_summary["run_id"]):
+        model_uri = log_encoder_model(packaged)
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
+        _log_reference(eval_dir, prepared)
+    version = mlflow.register_model(model_uri, cfg.register.model_name, tags=tags)
+    client.set_registered_model_alias(cfg.register.model_name, CHALLENGER, version.version)
+    for key in ("eer", "min_dcf_0.01", "min_dcf_0.05", "cllr", "act_dcf_0.01"):
+        if key in metrics:
+            client.set_model_version_tag(
+                cfg.register.model_name, version.version, f"metric.{key}", repr(metrics[key])
+            )
+    result = {
+        "model_name": cfg.register.model_name,
+        "version": str(version.version),
+        "model_uri": f"models:/{cfg.register.model_name}/{version.version}",
+        "run_id": train_summary["run_id"],
+        "aliases": sorted(
+            client.get_model_version(cfg.register.model_name, version.version).aliases
+        ),
+        **tags,
+    }
+    (out / "registered.json").write_text(
+        json.dumps({k: v for k, v in result.items() if k != "params"}, indent=2)
+    )
+    return result
+
+
+def _log_reference(eval_dir: Path, prepared: Path) -> None:
+    """Store the drift reference (embeddings, their metadata, score distributions) on the run."""
+    try:
+        from speakerops.drift.reference import build_reference_from_eval
+    except ImportError:
+        return
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_dir = build_reference_from_eval(eval_dir, prepared, Path(tmp) / "reference")
+        mlflow.log_artifacts(str(ref_dir), "reference")

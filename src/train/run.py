@@ -1,0 +1,142 @@
+"""The `train` stage: compose -> instantiate -> Lightning fit -> encoder file + MLflow run.
+
+Outputs in `train.out_dir`: `encoder.pt` (the best checkpoint's backbone with its feature
+settings, see `speakerops.models.encoder`), `checkpoints/` (Lightning, `last.ckpt` for resume),
+`train.json` (MLflow run id, best validation EER, throughput).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from speakerops.config import flatten
+from speakerops.models.encoder import SpeakerEncoder
+from speakerops.models.features import FeatureConfig
+from speakerops.registry import tracking
+from speakerops.train.datamodule import SpeakerDataModule
+from speakerops.train.module import SpeakerModule
+
+
+class Throughput(Callback):
+    """Training segments per second, measured over the training batches of the whole fit."""
+
+    def __init__(self) -> None:
+        self.segments = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.segments += len(batch[1])
+
+    @property
+    def segments_per_second(self) -> float:
+        return self.segments / self.seconds if self.seconds else 0.0
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> SpeakerModule:
+    """The LightningModule from the composed config."""
+    backbone = instantiate(cfg.model)
+    head = instantiate(cfg.loss.head, embedding_dim=backbone.embedding_dim, num_classes=num_classes)
+    spec = cfg.augment.get("spec_augment")
+    return SpeakerModule(
+        backbone,
+        head,
+        FeatureConfig(**cfg.features),
+        spec_augment=instantiate(spec) if spec else None,
+        margin_warmup_epochs=float(cfg.loss.margin_warmup_epochs),
+        **cfg.optim,
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
+    pipeline = cfg.augment.get("pipeline")
+    return SpeakerDataModule(
+        prepared_dir=cfg.data.prepared_dir,
+        sample_rate=int(cfg.features.sample_rate),
+        seed=int(cfg.seed),
+        augment=instantiate(pipeline) if pipeline else None,
+        **cfg.data.loader,
+    )
+
+
+def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict:
+    """Fit the configured model; returns the summary written to `train.json`."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(cfg.train.out_dir)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    module = build_module(cfg, dm.num_classes)
+
+    tracking.offline_env()
+    run_id_file = ckpt_dir / "mlflow_run_id"
+    last = ckpt_dir / "last.ckpt"
+    resume = bool(cfg.train.resume) and last.is_file()
+    logger = MLFlowLogger(
+        experiment_name=cfg.mlflow.experiment,
+        run_name=cfg.mlflow.get("run_name"),
+        tracking_uri=tracking.tracking_uri(cfg.paths.registry_dir),
+        artifact_location=tracking.artifact_location(cfg.paths.registry_dir),
+        run_id=run_id_file.read_text().strip() if resume and run_id_file.is_file() else None,
+        log_model=False,
+    )
+    run_id_file.write_text(logger.run_id)
+    if not resume:
+        logger.log_hyperparams(flatten(cfg))
+        logger.experiment.set_tag(logger.run_id, "val_trials_sha256", dm.val_trials_sha256)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_eer", mode="min", save_last=True
+    )
+    meter = Throughput()
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        logger=logger,
+        callbacks=[checkpoint, meter, *(extra_callbacks or [])],
+        default_root_dir=str(out),
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+
+    best = checkpoint.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    encoder = SpeakerEncoder(
+        module.backbone,
+        FeatureConfig(**cfg.features),
+        OmegaConf.to_container(cfg.model, resolve=True),
+        extras={"train_speakers": dm.speakers},
+    )
+    encoder.save(out / "encoder.pt")
+    best_eer = checkpoint.best_model_score
+    summary = {
+        "run_id": logger.run_id,
+        "best_val_eer": float(best_eer) if best_eer is not None else None,
+        "epochs": int(trainer.current_epoch),
+        "segments_per_second": round(meter.segments_per_second, 2),
+        "num_parameters": int(sum(p.numel() for p in module.backbone.parameters())),
+        "val_trials_sha256": dm.val_trials_sha256,
+    }
+    client = logger.experiment
+    client.log_metric(logger.run_id, "segments_per_second", summary["segments_per_second"])
+    client.log_artifact(logger.run_id, str(out / "encoder.pt"), "encoder")
+    client.log_artifact(logger.run_id, best, "checkpoints")
+    (out / "train.json").write_text(json.dumps(summary, indent=2))
+    return summary

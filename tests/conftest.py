@@ -1,0 +1,64 @@
+"""Shared fixtures: where the real audio lives, small audio files, a tiny project copy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SPEAKEROPS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+for key, value in {
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}.items():
+    os.environ.setdefault(key, value)
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own temporary stores
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real audio absent: {path} not found (../shared/data sits beside the clone)")
+    return path
+
+
+def tone(seconds: float = 1.5, rate: int = 16000, freq: float = 220.0, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a little noise: speech-like enough for I/O tests."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wav = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 6))
+    return (0.3 * wav / np.max(np.abs(wav)) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_wav(path: Path, wav: np.ndarray, rate: int = 16000, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wav, rate, format=fmt)
+    return path
+
+
+@pytest.fixture
+def audio_folder(tmp_path: Path) -> Path:
+    """`root/<speaker>/*.wav|flac` for 6 speakers at 8, 16 and 22.05 kHz, plus bad files."""
+    root = tmp_path / "corpus"
+    rates = [16000, 8000, 22050]
+    for s in range(6):
+        for u in range(3):
+            rate = rates[(s + u) % 3]
+            ext = "flac" if u == 1 else "wav"
+            write_wav(
+                root / f"spk{s}" / f"utt{u}.{ext}", tone(1.5, rate, 120 + 40 * s, seed=u), rate
+            )
+    (root / "spk0" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage")
+    write_wav(root / "spk1" / "empty.wav", np.zeros(0, np.float32))
+    sf.write(
+        str(root / "spk2" / "nan.wav"), np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT"
+    )
+    write_wav(root / "spk3" / "short.wav", tone(0.2))
+    return root

@@ -1,0 +1,265 @@
+"""End to end on a tiny synthetic corpus: real DVC, real Lightning, a real MLflow sqlite store.
+
+One `dvc repro` of the whole pipeline in a temporary git project (session-scoped), then
+checks of what a user relies on: metrics, registry state, DVC up-to-dateness, the gate, the
+embedding command and the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import REPO, SHARED_DATA, shared, tone, write_wav
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "data.synthetic.n_speakers=48",
+    "data.synthetic.utts_per_speaker=6",
+    "data.synthetic.min_duration=2.0",
+    "data.synthetic.max_duration=3.0",
+    "data.calibration_fraction=0.17",
+    "data.eval_fraction=0.25",
+    "data.loader.batch_size=32",
+    "model.channels=64",
+    "model.attention_channels=32",
+    "trainer.max_epochs=8",
+    "trainer.enable_model_summary=false",
+]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git project with the repo's pipeline definition (no data, no store)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "conf",
+        "dvc.yaml",
+        ".dvcignore",
+        ".gitignore",
+        "registry/policy.yaml",
+        ".dvc/config",
+    ):
+        src = REPO / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target)
+        else:
+            shutil.copy(src, target)
+    # stage deps on code paths: the project copy tracks the package source it runs
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("project"))
+    run(["speakerops", "params", *TINY], root)
+    proc = run([sys.executable, "-m", "dvc", "repro"], root)
+    (root / "repro.log").write_text(proc.stdout + proc.stderr)
+    return root
+
+
+def read(root: Path, rel: str) -> dict:
+    return json.loads((root / rel).read_text())
+
+
+def client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'registry' / 'mlflow.db'}")
+
+
+def test_trained_model_beats_the_naive_baseline_by_three(project: Path) -> None:
+    base, ev = (
+        read(project, "artifacts/baseline/metrics.json"),
+        read(project, "artifacts/eval/metrics.json"),
+    )
+    assert base["trials_sha256"] == ev["trials_sha256"]
+    assert base["eer"] >= 0.10, base
+    assert ev["eer"] <= base["eer"] / 3, (ev["eer"], base["eer"])
+    for key in ("min_dcf_0.01", "min_dcf_0.05", "cllr", "min_cllr", "act_dcf_0.01"):
+        assert 0 <= ev[key] < 2
+
+
+def test_registered_version_carries_lineage_and_aliases(project: Path) -> None:
+    reg = read(project, "artifacts/register/registered.json")
+    gate = read(project, "artifacts/register/gate.json")
+    c = client(project)
+    mv = c.get_model_version(reg["model_name"], reg["version"])
+    assert "challenger" in mv.aliases
+    assert ("champion" in mv.aliases) == gate["passed"]
+    assert gate["passed"], gate  # the tiny model clears the demo policy's EER ceiling
+    tags = mv.tags
+    manifest = project / "data/prepared/manifest.csv"
+    import hashlib
+
+    assert tags["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert tags["trials_sha256"] == read(project, "artifacts/eval/metrics.json")["trials_sha256"]
+    assert len(tags["git_commit"]) >= 40
+    assert json.loads(tags["params"])["model.channels"] == "64"
+    run_metrics = c.get_run(reg["run_id"]).data.metrics
+    assert "val_eer" in run_metrics and "eval_eer" in run_metrics
+
+
+def test_dvc_is_up_to_date_after_a_run_and_a_model_change_reruns_train_not_prepare(
+    project: Path,
+) -> None:
+    status = run([sys.executable, "-m", "dvc", "status", "--json"], project)
+    assert json.loads(status.stdout or "{}") == {}
+    again = run([sys.executable, "-m", "dvc", "repro"], project)
+    assert "Running stage" not in again.stdout
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model"]["channels"] = 32
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    dry = run([sys.executable, "-m", "dvc", "repro", "--dry"], project).stdout
+    for stage in ("train", "evaluate", "register", "gate"):
+        assert f"Running stage '{stage}'" in dry
+    assert "Running stage 'prepare'" not in dry and "Running stage 'baseline'" not in dry
+    run(["speakerops", "params", *TINY], project)  # restore for the other tests
+    assert (
+        json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout or "{}")
+        == {}
+    )
+
+
+def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
+    strict = project / "strict.yaml"
+    strict.write_text("absolute:\n  eer: {max: 0.0001}\n  cllr: {max: 0.5}\n")
+    reg = read(project, "artifacts/register/registered.json")
+    before = client(project).get_registered_model(reg["model_name"]).aliases.get("champion")
+    proc = run(
+        [
+            "speakerops",
+            "gate",
+            "--config",
+            "params.yaml",
+            f"register.policy={strict}",
+            "register.out_dir=artifacts/strict",
+        ],
+        project,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "REFUSED" in proc.stdout and "eer" in proc.stdout and "ceiling 0.0001" in proc.stdout
+    assert client(project).get_registered_model(reg["model_name"]).aliases.get("champion") == before
+    missing = project / "missing.yaml"
+    missing.write_text("absolute:\n  not_a_metric: {max: 1}\n")
+    proc = run(
+        [
+            "speakerops",
+            "gate",
+            "--config",
+            "params.yaml",
+            f"register.policy={missing}",
+            "register.out_dir=artifacts/strict",
+        ],
+        project,
+        check=False,
+    )
+    assert proc.returncode == 1 and "fail closed" in proc.stdout
+
+
+def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    write_wav(folder / "a16k.wav", tone(1.5, 16000))
+    write_wav(folder / "sub" / "b8k.flac", tone(1.5, 8000, 150.0), 8000)
+    write_wav(folder / "c44k.wav", tone(1.5, 44100, 180.0), 44100)
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    fsdd = SHARED_DATA / "fsdd" / "recordings"
+    if fsdd.is_dir():
+        for f in sorted(fsdd.glob("*.wav"))[:3]:
+            shutil.copy(f, folder / f.name)
+    out = tmp_path / "emb.parquet"
+    proc = run(
+        [
+            "speakerops",
+            "embed",
+            "model=models:/speaker-encoder@challenger",
+            f"input={folder}",
+            f"output={out}",
+        ],
+        project,
+    )
+    assert "broken.wav" in proc.stderr and "1 file(s) could not be embedded" in proc.stderr
+    df = pd.read_parquet(out)
+    expected = {"a16k.wav", "sub/b8k.flac", "c44k.wav"} | (
+        {f.name for f in sorted(fsdd.glob("*.wav"))[:3]} if fsdd.is_dir() else set()
+    )
+    assert set(df.utt_id) == expected
+    emb = np.stack(df.embedding.to_list())
+    assert emb.shape == (len(expected), 192) and np.all(np.isfinite(emb))
+    npz = tmp_path / "emb.npz"
+    run(
+        [
+            "speakerops",
+            "embed",
+            f"model={project / 'artifacts/register/encoder.pt'}",
+            f"input={folder}",
+            f"output={npz}",
+        ],
+        project,
+    )
+    with np.load(npz) as z:
+        np.testing.assert_allclose(np.sort(z["embedding"].sum(1)), np.sort(emb.sum(1)), atol=1e-4)
+
+
+def test_python_api_and_pyfunc_embed_from_the_registry(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from speakerops.registry.package import load_encoder
+
+    uri = f"sqlite:///{project / 'registry' / 'mlflow.db'}"
+    monkeypatch.chdir(project)
+    encoder = load_encoder("models:/speaker-encoder@challenger", tracking_uri=uri)
+    assert encoder.sample_rate == 16000 and "calibration" in encoder.extras
+    wav8 = tone(2.0, 8000, 140.0)
+    e = encoder.embed(wav8, 8000)
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/speaker-encoder@challenger")
+    out = pyfunc.predict(pd.DataFrame({"waveform": [wav8], "sample_rate": [8000]}))
+    np.testing.assert_allclose(out[0], e, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot resolve"):
+        load_encoder("models:/speaker-encoder@nope", tracking_uri=uri)
+
+
+def test_real_data_librispeech_test_other_eer(project: Path) -> None:
+    root = shared("librispeech", "test-other")
+    from speakerops.eval.evaluate import evaluate_corpus
+    from speakerops.models.encoder import SpeakerEncoder
+
+    res = evaluate_corpus(
+        SpeakerEncoder.load(project / "artifacts/register/encoder.pt"),
+        "librispeech",
+        root,
+        progress=False,
+    )
+    print(
+        f"\nLibriSpeech test-other EER of the tiny synthetic-trained model: {100 * res['eer']:.2f} % ({res['n_trials']} trials)"
+    )
+    assert res["n_speakers"] == 10 and res["n_utterances"] == 100
+    assert 0.0 <= res["eer"] < 0.5 and 0 < res["min_dcf_0.01"] <= 1.0
