@@ -113,28 +113,75 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 @command(
     "embed",
-    "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> output=<file.parquet|.npz>",
+    "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> "
+    "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>]",
 )
 def cmd_embed(args: argparse.Namespace) -> int:
     from speakerops.eval.embed import embed_files, list_inputs, write_embeddings
     from speakerops.registry.package import load_encoder
 
-    opts = _key_values(args.overrides, required=("model", "input", "output"), optional=("log_dir",))
+    opts = _key_values(
+        args.overrides, required=("model", "input", "output"), optional=("log_dir", "channel")
+    )
     encoder = load_encoder(opts["model"])
     utt_ids, paths = list_inputs(opts["input"])
-    batch = embed_files(encoder, paths, utt_ids, desc="speakerops embed")
+    logging = "log_dir" in opts
+    batch = embed_files(encoder, paths, utt_ids, desc="speakerops embed", keep_waveforms=logging)
     write_embeddings(batch, opts["output"])
     print(
         f"wrote {len(batch.utt_ids)} embeddings ({encoder.embedding_dim}-dim) to {opts['output']}"
     )
+    if logging and batch.utt_ids:
+        part = _append_to_production_log(batch, opts, encoder.sample_rate)
+        print(f"appended {len(batch.utt_ids)} rows to the production log: {part}")
     for path, reason in batch.failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if batch.failures:
+        n = len(batch.failures)
         print(
-            f"{len(batch.failures)} file(s) could not be embedded (listed above); the rest were written",
+            f"{n} file(s) could not be embedded (listed above); the rest were written",
             file=sys.stderr,
         )
     return 0 if batch.utt_ids else 2
+
+
+def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
+    """Log embeddings with model version, duration, native rate, blind SNR, channel and, for a
+    manifest input with a `speaker` column, HMAC pseudonyms of the speakers."""
+    from pathlib import Path
+
+    from speakerops.drift.log import append_production_log
+    from speakerops.drift.snr import estimate_snr_db
+    from speakerops.registry.package import resolve_model_version
+
+    name, version = resolve_model_version(opts["model"])
+    speakers = None
+    if Path(opts["input"]).suffix.lower() == ".csv":
+        import pandas as pd
+
+        manifest = pd.read_csv(opts["input"], dtype=str)
+        if "speaker" in manifest.columns:
+            by_utt = dict(zip(manifest["utt_id"], manifest["speaker"], strict=True))
+            speakers = [by_utt.get(u) for u in batch.utt_ids]
+    return append_production_log(
+        opts["log_dir"],
+        batch.embeddings,
+        utt_ids=batch.utt_ids,
+        model_name=name,
+        model_version=version,
+        durations_s=batch.durations,
+        sample_rates=batch.sample_rates,
+        snr_db=[estimate_snr_db(w, sample_rate) for w in batch.waveforms],
+        channels=[opts.get("channel")] * len(batch.utt_ids),
+        speaker_ids=speakers,
+    )
+
+
+@command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")
+def cmd_drift(args: argparse.Namespace) -> int:
+    from speakerops.drift.run import main as drift_main
+
+    return drift_main(_cfg(args))
 
 
 @command(

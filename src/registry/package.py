@@ -97,6 +97,23 @@ def load_encoder(model_uri: str, tracking_uri: str | None = None):
     return _encoder_from_model_dir(Path(path))
 
 
+def resolve_model_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
+    """(model name, version) of `models:/name/N` or `models:/name@alias`; a local file or
+    folder gives (its name, "local")."""
+    if not model_uri.startswith("models:/"):
+        return Path(model_uri).stem, "local"
+    name, sep, ref = model_uri[len("models:/") :].partition("@")
+    if sep:
+        from mlflow.tracking import MlflowClient
+
+        from speakerops.registry import tracking
+
+        client = MlflowClient(tracking_uri or tracking.tracking_uri())
+        return name, str(client.get_model_version_by_alias(name, ref).version)
+    name, _, version = name.rpartition("/")
+    return name, version
+
+
 def _encoder_from_model_dir(model_dir: Path):
     from speakerops.models.encoder import SpeakerEncoder
 

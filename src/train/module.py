@@ -34,7 +34,7 @@ class SpeakerModule(pl.LightningModule):
         margin_warmup_epochs: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "spec_augment"])
+        self.save_hyperparameters(ignore=["backbone", "head", "spec_augment", "features"])
         self.fbank = Fbank(features)
         self.backbone = backbone
         self.head = head

@@ -22,23 +22,27 @@ from speakerops.config import flatten
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.models.features import FeatureConfig
 from speakerops.registry import tracking
+from speakerops.registry.lineage import params_digest
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
 
 
 class Throughput(Callback):
-    """Training segments per second, measured over the training batches of the whole fit."""
+    """Training segments per second: wall time from each batch's end (or the epoch start) to
+    the next batch's end, so data loading and augmentation count, validation does not."""
 
     def __init__(self) -> None:
         self.segments = 0
         self.seconds = 0.0
-        self._start = 0.0
+        self._last = 0.0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._start
+        now = time.perf_counter()
+        self.seconds += now - self._last
+        self._last = now
         self.segments += len(batch[1])
 
     @property
@@ -72,6 +76,12 @@ def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
     )
 
 
+def resume_digest(cfg: DictConfig) -> str:
+    """What must match for a checkpoint to be resumed (everything but the epoch budget)."""
+    keys = ("seed", "features", "augment", "model", "loss", "optim", "data")
+    return params_digest({k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in keys})
+
+
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict:
     """Fit the configured model; returns the summary written to `train.json`."""
     pl.seed_everything(int(cfg.seed), workers=True)
@@ -87,7 +97,13 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     tracking.offline_env()
     run_id_file = ckpt_dir / "mlflow_run_id"
     last = ckpt_dir / "last.ckpt"
+    digest_file = ckpt_dir / "config_digest"
+    digest = resume_digest(cfg)
     resume = bool(cfg.train.resume) and last.is_file()
+    if resume and (not digest_file.is_file() or digest_file.read_text().strip() != digest):
+        print(f"train: {last} was trained with another model/data/optimizer config; starting afresh")
+        resume = False
+    digest_file.write_text(digest)
     logger = MLFlowLogger(
         experiment_name=cfg.mlflow.experiment,
         run_name=cfg.mlflow.get("run_name"),

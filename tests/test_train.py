@@ -1,0 +1,81 @@
+"""Training: Hydra composition, checkpoints with resume into the same MLflow run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from speakerops.config import compose, write_params
+from speakerops.data.prepare import prepare
+from speakerops.train.run import train
+
+MICRO = [
+    "data.synthetic.n_speakers=12",
+    "data.synthetic.utts_per_speaker=3",
+    "data.synthetic.min_duration=1.5",
+    "data.synthetic.max_duration=2.0",
+    "data.calibration_fraction=0.25",
+    "data.eval_fraction=0.2",
+    "data.loader.batch_size=8",
+    "data.loader.num_workers=0",
+    "model.channels=16",
+    "model.attention_channels=8",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def micro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    prepare(compose(MICRO).data, progress=False)
+    return tmp_path
+
+
+def test_every_config_group_option_composes() -> None:
+    from speakerops.config import conf_dir
+
+    for group in ("data", "model", "augment", "loss", "trainer", "features"):
+        for option in sorted((conf_dir() / group).glob("*.yaml")):
+            extra = ["data.root=/x"] if group == "data" and option.stem != "synthetic" else []
+            cfg = compose([f"{group}={option.stem}", *extra])
+            assert cfg[group] is not None, option
+
+
+def test_params_yaml_in_git_matches_conf(tmp_path: Path) -> None:
+    """params.yaml is composed from conf/, never edited by hand: they must agree."""
+    from omegaconf import OmegaConf
+
+    from speakerops.config import conf_dir
+
+    written = write_params(compose(), tmp_path / "params.yaml")
+    committed = conf_dir().parent / "params.yaml"
+    assert OmegaConf.load(written) == OmegaConf.load(committed), (
+        "run `speakerops params` and commit params.yaml"
+    )
+
+
+def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path) -> None:
+    first = train(compose([*MICRO, "trainer.max_epochs=1"]))
+    ckpt = micro_project / "artifacts/train/checkpoints/last.ckpt"
+    assert ckpt.is_file() and first["epochs"] == 1
+    assert 0.0 <= first["best_val_eer"] <= 1.0 and first["segments_per_second"] > 0
+    second = train(compose([*MICRO, "trainer.max_epochs=2"]))
+    assert second["run_id"] == first["run_id"] and second["epochs"] == 2
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    from mlflow.tracking import MlflowClient
+
+    from speakerops.registry.tracking import tracking_uri
+
+    history = MlflowClient(tracking_uri()).get_metric_history(first["run_id"], "val_eer")
+    assert len(history) == 2  # one validation per epoch, both in the one run
+    # a different model cannot resume that checkpoint: it starts afresh in a new run
+    third = train(compose([*MICRO, "trainer.max_epochs=1", "model.channels=24"]))
+    assert third["run_id"] != first["run_id"] and third["epochs"] == 1
+    assert (
+        json.loads((micro_project / "artifacts/train/train.json").read_text())["run_id"]
+        == third["run_id"]
+    )
