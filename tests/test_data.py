@@ -149,3 +149,29 @@ def test_unknown_corpus_and_missing_root_are_clear(tmp_path: Path) -> None:
         corpora.list_corpus("nope", tmp_path)
     with pytest.raises(FileNotFoundError, match="directory not found"):
         corpora.list_corpus("folder", tmp_path / "missing")
+
+
+def test_segments_and_a_separate_eval_corpus(audio_folder: Path, tmp_path: Path) -> None:
+    long_root = tmp_path / "long"
+    for s in range(6):
+        write_wav(long_root / f"L{s}" / "only.wav", tone(5.0, 16000, 100 + 25 * s, seed=s))
+    cfg = data_cfg(
+        tmp_path,
+        root=str(long_root),
+        segment_seconds=2.0,
+        eval_fraction=0.0,
+        eval_corpus={"corpus": "folder", "root": str(audio_folder)},
+    )
+    prepare(cfg, progress=False)
+    m = pd.read_csv(tmp_path / "prepared" / "manifest.csv")
+    seg = m[m.speaker.str.startswith("L")]
+    assert len(seg) == 12 and set(seg.split) <= {"train", "calibration"}
+    assert (seg.end - seg.start).round(6).eq(2.0).all()
+    assert set(m.loc[m.split == "eval", "speaker"]) == {f"spk{i}" for i in range(6)}
+    row = seg.iloc[1]
+    wav, _ = load_audio(row.path, 16000, start=row.start, end=row.end)
+    full, _ = load_audio(row.path, 16000)
+    i = int(row.start * 16000)
+    np.testing.assert_array_equal(wav, full[i : i + wav.size])
+    trials, _ = read_trials(tmp_path / "prepared" / "trials_calibration.csv")
+    assert trials.label.sum() > 0  # segments of one recording give target trials

@@ -59,20 +59,35 @@ def load_audio(
     path: str | Path,
     target_rate: int | None = None,
     min_duration: float = 0.0,
+    start: float | None = None,
+    end: float | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Read `path` as mono float32 at `target_rate` (native rate when None).
+    """Read `path` (or its [start, end) span in seconds) as mono float32 at `target_rate`
+    (native rate when None).
 
     Raises `AudioError` naming the file when it is unreadable, empty, contains NaN/Inf,
     is digitally silent, or is shorter than `min_duration` seconds.
     """
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            rate = fh.samplerate
+            first = int(round((start or 0.0) * rate))
+            last = (
+                fh.frames if end is None or _isnan(end) else min(fh.frames, int(round(end * rate)))
+            )
+            if first:
+                fh.seek(first)
+            data = fh.read(max(0, last - first), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: unreadable audio file ({exc})") from exc
     if data.size == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return validate_waveform(wav, int(rate), str(path), target_rate, min_duration)
+
+
+def _isnan(x: float) -> bool:
+    return x != x
 
 
 def validate_waveform(

@@ -92,6 +92,45 @@ def make_trials(
     return trials
 
 
+def row_spans(rows: pd.DataFrame) -> list[tuple[float | None, float | None]]:
+    """(start, end) in seconds of each manifest row; (None, None) = the whole file.
+
+    Manifests of segmented corpora carry `start`/`end` columns (NaN for whole files)."""
+    if "start" not in rows.columns:
+        return [(None, None)] * len(rows)
+    out = []
+    for a, b in zip(rows["start"], rows["end"], strict=True):
+        whole = pd.isna(a)
+        out.append((None, None) if whole else (float(a), float(b)))
+    return out
+
+
+def segment_rows(manifest: pd.DataFrame, seconds: float, min_seconds: float) -> pd.DataFrame:
+    """Cut each recording into consecutive `seconds`-long segments (`<utt_id>_<k>`); a tail
+    shorter than `min_seconds` is dropped, a recording shorter than `seconds` stays whole."""
+    rows = []
+    for rec in manifest.to_dict("records"):
+        n = max(1, int(rec["duration"] // seconds))
+        if n == 1:
+            rows.append({**rec, "start": float("nan"), "end": float("nan")})
+            continue
+        for k in range(n):
+            start = k * seconds
+            end = min(rec["duration"], start + seconds)
+            if end - start >= min_seconds:
+                rows.append(
+                    {
+                        **rec,
+                        "utt_id": f"{rec['utt_id']}_{k}",
+                        "start": start,
+                        "end": end,
+                        "duration": end - start,
+                        "source_utt": rec["utt_id"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def write_trials(trials: pd.DataFrame, path: str | Path) -> str:
     """Write a trial list as CSV and its sha256 beside it (`<path>.sha256`); returns the hash."""
     path = Path(path)

@@ -23,6 +23,7 @@ from speakerops.data.manifest import (
     assign_splits,
     make_trials,
     read_manifest,
+    segment_rows,
     write_trials,
 )
 
@@ -59,26 +60,49 @@ def validate_files(
     return good, bad
 
 
-def build_manifest(data: DictConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """List the configured corpus, validate it and assign speaker-disjoint splits."""
+def _list_and_validate(
+    corpus: DictConfig, data: DictConfig, progress: bool, segment: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     candidates = corpora.list_corpus(
-        data.corpus, data.get("root"), data.get("synthetic"), data.get("synthetic_dir")
+        corpus.corpus, corpus.get("root"), data.get("synthetic"), data.get("synthetic_dir")
     )
     if candidates["utt_id"].duplicated().any():
         dup = candidates.loc[candidates["utt_id"].duplicated(), "utt_id"].iloc[0]
-        raise ValueError(f"corpus {data.corpus}: duplicate utt_id {dup!r}")
+        raise ValueError(f"corpus {corpus.corpus}: duplicate utt_id {dup!r}")
     good, quarantine = validate_files(
         candidates, float(data.min_duration), int(data.get("workers", 2)), progress
     )
     if good.empty:
-        raise ValueError(f"corpus {data.corpus}: no usable audio (see quarantine reasons)")
+        raise ValueError(f"corpus {corpus.corpus}: no usable audio (see quarantine reasons)")
+    if segment and data.get("segment_seconds"):
+        good = segment_rows(good, float(data.segment_seconds), float(data.min_duration))
+    return good, quarantine
+
+
+def build_manifest(data: DictConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """List the configured corpus, validate it and assign speaker-disjoint splits.
+
+    With `data.eval_corpus` ({corpus, root}) every speaker of that second corpus is an eval
+    speaker and the main corpus is split into train and calibration only.
+    """
+    good, quarantine = _list_and_validate(data, data, progress)
+    eval_corpus = data.get("eval_corpus")
     split = assign_splits(
         good["speaker"].tolist(),
         float(data.calibration_fraction),
-        float(data.eval_fraction),
+        0.0 if eval_corpus else float(data.eval_fraction),
         int(data.split_seed),
     )
     good["split"] = good["speaker"].map(split)
+    if eval_corpus:
+        held, bad = _list_and_validate(eval_corpus, data, progress, segment=False)
+        clash = set(held["speaker"]) & set(good["speaker"])
+        if clash:
+            raise ValueError(
+                f"data.eval_corpus shares speakers with data.corpus: {sorted(clash)[:5]}"
+            )
+        good = pd.concat([good, held.assign(split="eval")], ignore_index=True)
+        quarantine = pd.concat([quarantine, bad], ignore_index=True)
     for extra in data.get("extra_manifests") or []:
         rows = read_manifest(extra).assign(split="train")
         clash = set(rows["speaker"]) & set(good.loc[good["split"] != "train", "speaker"])

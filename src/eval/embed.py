@@ -44,17 +44,19 @@ def embed_files(
     progress: bool = True,
     desc: str = "embedding",
     keep_waveforms: bool = False,
+    spans: Sequence[tuple[float | None, float | None]] | None = None,
 ) -> EmbeddingBatch:
-    """Embed each file at the encoder's sample rate; unreadable/empty/NaN files go to `failures`."""
+    """Embed each file (or its (start, end) span in seconds) at the encoder's sample rate;
+    unreadable/empty/NaN files go to `failures`."""
     encoder.eval()
     utt_ids = list(utt_ids) if utt_ids is not None else [str(p) for p in paths]
     out = EmbeddingBatch(waveforms=[] if keep_waveforms else None)
     rows = []
-    for utt, path in tqdm(
-        list(zip(utt_ids, paths, strict=True)), desc=desc, disable=not progress, unit="file"
-    ):
+    spans = list(spans) if spans is not None else [(None, None)] * len(utt_ids)
+    items = list(zip(utt_ids, paths, spans, strict=True))
+    for utt, path, (start, end) in tqdm(items, desc=desc, disable=not progress, unit="file"):
         try:
-            wav, _ = load_audio(path, encoder.sample_rate)
+            wav, _ = load_audio(path, encoder.sample_rate, start=start, end=end)
             native_rate = int(sf.info(str(path)).samplerate)
         except AudioError as exc:
             out.failures.append((str(path), str(exc)))
@@ -69,6 +71,22 @@ def embed_files(
     dim = encoder.embedding_dim
     out.embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     return out
+
+
+def embed_rows(
+    encoder: SpeakerEncoder, rows: pd.DataFrame, progress: bool = True, desc: str = "embedding"
+) -> EmbeddingBatch:
+    """Embed the rows of a manifest (whole files or `start`/`end` segments)."""
+    from speakerops.data.manifest import row_spans
+
+    return embed_files(
+        encoder,
+        rows["path"].tolist(),
+        rows["utt_id"].tolist(),
+        progress,
+        desc,
+        spans=row_spans(rows),
+    )
 
 
 def list_inputs(input_path: str | Path) -> tuple[list[str], list[str]]:

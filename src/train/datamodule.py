@@ -11,14 +11,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from speakerops.data.audio import load_audio
-from speakerops.data.manifest import read_manifest, read_trials
+from speakerops.data.manifest import read_manifest, read_trials, row_spans
 
 
 class WaveformStore:
     """Waveforms of a manifest at one sample rate, loaded lazily or all up front."""
 
-    def __init__(self, paths: list[str], sample_rate: int, preload: bool) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        sample_rate: int,
+        preload: bool,
+        spans: list[tuple[float | None, float | None]] | None = None,
+    ) -> None:
         self.paths = paths
+        self.spans = spans or [(None, None)] * len(paths)
         self.sample_rate = sample_rate
         self.cache: list[np.ndarray | None] = [None] * len(paths)
         if preload:
@@ -26,7 +33,8 @@ class WaveformStore:
                 self.cache[i] = self._load(i)
 
     def _load(self, i: int) -> np.ndarray:
-        return load_audio(self.paths[i], self.sample_rate)[0]
+        start, end = self.spans[i]
+        return load_audio(self.paths[i], self.sample_rate, start=start, end=end)[0]
 
     def __getitem__(self, i: int) -> np.ndarray:
         wav = self.cache[i]
@@ -126,7 +134,9 @@ class SpeakerDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.prepared_dir}/manifest.csv: fewer than 2 training speakers")
         self.speakers = sorted(train["speaker"].unique())
         index = {s: i for i, s in enumerate(self.speakers)}
-        store = WaveformStore(train["path"].tolist(), self.sample_rate, self.preload)
+        store = WaveformStore(
+            train["path"].tolist(), self.sample_rate, self.preload, row_spans(train)
+        )
         self.train_set = CropDataset(
             store,
             train["speaker"].map(index).to_numpy(),
@@ -145,7 +155,7 @@ class SpeakerDataModule(pl.LightningDataModule):
         self.val_trials = trials.reset_index(drop=True)
         self.val_utt_ids = val_utts
         self.val_set = UtteranceDataset(
-            WaveformStore(cal["path"].tolist(), self.sample_rate, self.preload)
+            WaveformStore(cal["path"].tolist(), self.sample_rate, self.preload, row_spans(cal))
         )
 
     @property
