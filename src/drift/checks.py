@@ -1,0 +1,501 @@
+"""The drift decision: production window vs the champion's reference, with Evidently.
+
+What is decided on what (``check_drift``):
+
+- **Embedding drift** — Evidently's embedding drift method object
+  (``evidently.metrics.embeddings.ModelDriftMethod``: a domain classifier, SGD logistic
+  regression trained on half of ``reference ∪ current`` to tell them apart, drift when the
+  ROC AUC on the other half exceeds ``threshold``; or ``MMDDriftMethod``: unbiased MMD² with
+  an RBF kernel at the median pairwise distance, drift when above ``threshold``), called
+  directly on the embedding columns. With ``one_per_speaker`` each side first keeps one
+  seeded utterance per speaker (reference ``speaker``; window ``speaker_key``; rows without
+  a key count as their own speaker): with several utterances per speaker, the classifier
+  (whose split is by row) learns *who* is in each set and calls any new speaker population
+  "drift"; one utterance per speaker leaves it the channel/domain. Then at most
+  ``max_rows`` seeded rows per side.
+- **Metadata drift** — for each column in ``columns`` (duration_s, snr_db, sample_rate,
+  channel), Evidently's registered stat test of that name
+  (``evidently.legacy.calculations.stattests``) on all non-null rows of both sides. The
+  defaults are effect sizes, so they do not fire on trivial differences in big windows:
+  normed Wasserstein distance W1(ref, cur)/std(ref) ≥ 0.1 for numbers, Jensen–Shannon
+  distance ≥ 0.1 for categories. Any Evidently stat test name works (``ks``, ``psi``…).
+- **Score drift** — production has no labels, so two label-free score distributions are
+  computed the same way on both sides from L2-normalised embeddings, then tested like
+  metadata columns (all rows):
+
+  * ``score_cohort_topk``: s_i = mean of the k largest cosines between embedding i and a
+    cohort of reference speaker means (the AS-norm cohort statistic; at most ``max_cohort``
+    seeded speakers). Reference rows leave their own speaker's mean out.
+  * ``score_random_pair``: cosine between each embedding and one other embedding of the
+    same side, paired along a seeded random cycle (an impostor-like score distribution).
+
+Overall drift = any check that ran fired. Windows that mix model versions, or whose model
+version differs from the reference's, are refused (:class:`DriftRefusal`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from speakerops.drift.config import drift_config
+from speakerops.drift.log import emb_column_names, embedding_columns
+from speakerops.drift.reference import Reference
+
+SCORE_COLUMNS = ("score_cohort_topk", "score_random_pair")
+GROUP_COLUMN = "_speaker_group"
+
+
+class DriftRefusal(ValueError):
+    """The window cannot be compared with the reference (the message says why)."""
+
+
+@dataclass
+class CheckResult:
+    """One drift test: its statistic, threshold and verdict (or why it was skipped)."""
+
+    name: str
+    kind: str  # embedding | metadata | score
+    method: str
+    score: float | None
+    threshold: float | None
+    drifted: bool
+    n_current: int
+    n_reference: int
+    skipped: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"{self.name}: skipped ({self.skipped})"
+        verdict = "DRIFT" if self.drifted else "ok"
+        return (
+            f"{self.name}: {verdict} ({self.method} = {self.score:.4g}, threshold {self.threshold:g}, "
+            f"n = {self.n_current} vs {self.n_reference})"
+        )
+
+
+@dataclass
+class DriftResult:
+    """The verdict and every check; ``current``/``reference`` are the prepared frames
+    (metadata, score columns, embedding columns, speaker group) the report draws from."""
+
+    drifted: bool
+    checks: list[CheckResult]
+    model_name: str | None
+    model_version: str | None
+    n_current: int
+    n_reference: int
+    dim: int
+    warnings: list[str]
+    decision_basis: dict[str, Any]
+    current: pd.DataFrame = field(repr=False)
+    reference: pd.DataFrame = field(repr=False)
+    emb_columns: list[str] = field(repr=False)
+
+    @property
+    def fired(self) -> list[str]:
+        return [c.name for c in self.checks if c.drifted and not c.skipped]
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "drifted": self.drifted,
+            "fired": self.fired,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "n_current": self.n_current,
+            "n_reference": self.n_reference,
+            "embedding_dim": self.dim,
+            "checks": [asdict(c) for c in self.checks],
+            "warnings": list(self.warnings),
+            "decision_basis": self.decision_basis,
+        }
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def window_versions(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per (model_name, model_version) in a window, most frequent first."""
+    cols = [c for c in ("model_name", "model_version") if c in df.columns]
+    if not cols:
+        return pd.DataFrame(columns=["model_name", "model_version", "rows"])
+    counts = df.groupby(cols, dropna=False).size().rename("rows").reset_index()
+    return counts.sort_values("rows", ascending=False).reset_index(drop=True)
+
+
+def _check_versions(current: pd.DataFrame, reference: Reference) -> tuple[str | None, str | None]:
+    versions = window_versions(current)
+    if len(versions) > 1:
+        listing = ", ".join(
+            f"{r.get('model_name', '?')} v{r['model_version']} ({r['rows']} rows)"
+            for r in versions.to_dict("records")
+        )
+        raise DriftRefusal(
+            f"the window mixes embeddings of {len(versions)} model versions: {listing}. "
+            "Embeddings of different models live in different spaces and are never compared "
+            "together; narrow the window (drift.window.start/end) or keep one version "
+            "(drift.window.model_version=champion or =<version>)."
+        )
+    name = str(versions["model_name"].iloc[0]) if "model_name" in versions else None
+    version = str(versions["model_version"].iloc[0]) if "model_version" in versions else None
+    if (
+        reference.model_version is not None
+        and version is not None
+        and version != reference.model_version
+    ):
+        raise DriftRefusal(
+            f"the window's embeddings come from {name} v{version} but the reference belongs to "
+            f"{reference.model_name or name} v{reference.model_version}: embeddings of different "
+            "model versions are never compared. Check the window against that version's own "
+            "reference, or wait for traffic of the reference's version."
+        )
+    if reference.model_name is not None and name is not None and name != reference.model_name:
+        raise DriftRefusal(
+            f"the window's embeddings come from model {name!r} but the reference belongs to "
+            f"{reference.model_name!r}: refusing to compare different models."
+        )
+    return name, version
+
+
+# ------------------------------------------------------------------------------- scores
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def build_cohort(
+    ref_emb: np.ndarray, speakers: np.ndarray | None, max_cohort: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cohort = L2-normalised per-speaker means of the reference (at most ``max_cohort``
+    seeded speakers), or, with no speaker labels, a seeded subset of reference rows.
+    Returns ``(cohort [C, D], owner)``: owner = speaker label or row index per entry."""
+    x = _l2n(ref_emb)
+    if speakers is not None and pd.Series(speakers).nunique(dropna=True) >= 2:
+        codes, uniq = pd.factorize(pd.Series(speakers), sort=True)
+        valid = np.flatnonzero(codes >= 0)
+        onehot = sparse.csr_matrix(
+            (np.ones(len(valid), np.float32), (codes[valid], valid)), shape=(len(uniq), len(x))
+        )
+        sums = np.asarray(onehot @ x)
+        owner = np.asarray(uniq, dtype=object)
+        keep = np.arange(len(uniq))
+        if len(keep) > max_cohort:
+            keep = np.sort(rng.choice(keep, max_cohort, replace=False))
+        return _l2n(sums[keep]), owner[keep]
+    rows = np.arange(len(x))
+    if len(rows) > max_cohort:
+        rows = np.sort(rng.choice(rows, max_cohort, replace=False))
+    return x[rows], rows.astype(object)
+
+
+def cohort_topk_scores(
+    x: np.ndarray, cohort: np.ndarray, k: int, exclude: np.ndarray | None = None, chunk: int = 8192
+) -> np.ndarray:
+    """Mean of the k largest cosines of each (normalised) row of ``x`` to the cohort;
+    ``exclude[i]`` is a cohort index left out for row i (−1: none)."""
+    n, c = len(x), len(cohort)
+    k_eff = min(k, c - (1 if exclude is not None else 0))
+    if k_eff < 1:
+        raise ValueError(f"score cohort has {c} entries: too few for a top-{k} score")
+    out = np.empty(n, np.float64)
+    for s in range(0, n, chunk):
+        sims = x[s : s + chunk] @ cohort.T
+        if exclude is not None:
+            ex = exclude[s : s + chunk]
+            has = ex >= 0
+            sims[np.flatnonzero(has), ex[has]] = -np.inf
+        top = np.partition(sims, c - k_eff, axis=1)[:, c - k_eff :]
+        out[s : s + chunk] = top.mean(axis=1)
+    return out
+
+
+def random_pair_scores(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Cosine of each normalised row with its successor on a seeded random cycle."""
+    n = len(x)
+    if n < 2:
+        return np.full(n, np.nan)
+    order = rng.permutation(n)
+    partner = np.empty(n, np.int64)
+    partner[order] = np.roll(order, -1)
+    return np.einsum("ij,ij->i", x, x[partner]).astype(np.float64)
+
+
+def _scores(
+    cur_x: np.ndarray,
+    ref_x: np.ndarray,
+    ref_speakers: np.ndarray | None,
+    d,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    cohort, owner = build_cohort(ref_x, ref_speakers, int(d.scores.max_cohort), rng)
+    if ref_speakers is not None and pd.Series(ref_speakers).nunique(dropna=True) >= 2:
+        pos = {o: i for i, o in enumerate(owner)}
+        exclude = np.array([pos.get(s, -1) for s in ref_speakers], dtype=np.int64)
+        cohort_kind = "reference speaker means"
+    else:
+        pos = {int(o): i for i, o in enumerate(owner)}
+        exclude = np.array([pos.get(i, -1) for i in range(len(ref_x))], dtype=np.int64)
+        cohort_kind = "reference utterances"
+    k = int(d.scores.cohort_top_k)
+    cur_n, ref_n = _l2n(cur_x), _l2n(ref_x)
+    cur = {
+        "score_cohort_topk": cohort_topk_scores(cur_n, cohort, k),
+        "score_random_pair": random_pair_scores(cur_n, rng),
+    }
+    ref = {
+        "score_cohort_topk": cohort_topk_scores(ref_n, cohort, k, exclude),
+        "score_random_pair": random_pair_scores(ref_n, rng),
+    }
+    return cur, ref, {"cohort": cohort_kind, "cohort_size": len(cohort), "top_k": k}
+
+
+# ---------------------------------------------------------------------------- the tests
+
+
+def evidently_embedding_method(ecfg) -> Any:
+    """The Evidently drift-method object for ``drift.embedding`` (every argument explicit)."""
+    from evidently.metrics.embeddings import MMDDriftMethod, ModelDriftMethod
+
+    pca = None if ecfg.pca_components in (None, 0) else int(ecfg.pca_components)
+    cls = ModelDriftMethod if ecfg.method == "model" else MMDDriftMethod
+    return cls(
+        threshold=float(ecfg.threshold),
+        bootstrap=bool(ecfg.bootstrap),
+        quantile_probability=float(ecfg.quantile_probability),
+        pca_components=pca,
+    )
+
+
+def one_per_group(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row indices keeping one seeded row per group (null group = its own row)."""
+    n = len(groups)
+    g = pd.Series(groups, dtype=object)
+    g = g.where(g.notna(), pd.Series([f"\0row{i}" for i in range(n)], dtype=object))
+    order = rng.permutation(n)
+    first = ~g.iloc[order].duplicated().to_numpy()
+    return np.sort(order[first])
+
+
+def subsample(idx: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    if len(idx) <= max_rows:
+        return idx
+    return np.sort(rng.choice(idx, max_rows, replace=False))
+
+
+def embedding_decision_rows(
+    current: pd.DataFrame, reference: pd.DataFrame, ecfg, seed: int, max_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each prepared frame used by the embedding test (dedup + subsample)."""
+    rng = np.random.default_rng([seed, 1])
+    limit = int(ecfg.max_rows if max_rows is None else max_rows)
+    if ecfg.one_per_speaker:
+        ci = one_per_group(current[GROUP_COLUMN].to_numpy(), rng)
+        ri = one_per_group(reference[GROUP_COLUMN].to_numpy(), rng)
+    else:
+        ci, ri = np.arange(len(current)), np.arange(len(reference))
+    return subsample(ci, limit, rng), subsample(ri, limit, rng)
+
+
+def _embedding_check(cur: pd.DataFrame, ref: pd.DataFrame, cols: list[str], d) -> CheckResult:
+    ecfg = d.embedding
+    ci, ri = embedding_decision_rows(cur, ref, ecfg, int(d.seed))
+    detail = {
+        "one_per_speaker": bool(ecfg.one_per_speaker),
+        "rows_after_dedup_and_subsample": {"current": len(ci), "reference": len(ri)},
+        "pca_components": ecfg.pca_components,
+        "bootstrap": bool(ecfg.bootstrap),
+    }
+    if min(len(ci), len(ri)) < int(ecfg.min_rows):
+        return CheckResult(
+            "embedding", "embedding", str(ecfg.method), None, float(ecfg.threshold), False, len(ci), len(ri),
+            skipped=(
+                f"{len(ci)} current / {len(ri)} reference rows after one-per-speaker dedup, "
+                f"fewer than drift.embedding.min_rows={int(ecfg.min_rows)}"
+            ),
+            detail=detail,
+        )  # fmt: skip
+    method = evidently_embedding_method(ecfg)
+    # The method objects add a column to their inputs: hand them fresh frames.
+    cur_e = pd.DataFrame(cur[cols].to_numpy()[ci], columns=cols)
+    ref_e = pd.DataFrame(ref[cols].to_numpy()[ri], columns=cols)
+    score, drifted, name = method(cur_e, ref_e)
+    return CheckResult(
+        "embedding", "embedding", str(name), float(score), float(ecfg.threshold), bool(drifted),
+        len(ci), len(ri), detail=detail,
+    )  # fmt: skip
+
+
+def column_test(name: str, kind: str, spec, cur: pd.Series, ref: pd.Series) -> CheckResult:
+    """One metadata/score column through Evidently's registered stat test ``spec.stattest``."""
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
+    from evidently.legacy.core import ColumnType
+
+    numerical = spec.type == "numerical"
+    c, r = cur.dropna(), ref.dropna()
+    if numerical:
+        c, r = (
+            pd.to_numeric(c, errors="coerce").dropna(),
+            pd.to_numeric(r, errors="coerce").dropna(),
+        )
+    else:
+        c, r = c.astype(str), r.astype(str)
+    thr = None if spec.get("threshold") is None else float(spec.threshold)
+    if c.empty or r.empty:
+        side = "current" if c.empty else "reference"
+        return CheckResult(
+            name, kind, str(spec.stattest), None, thr, False, len(c), len(r),
+            skipped=f"no values on the {side} side",
+        )  # fmt: skip
+    ftype = ColumnType.Numerical if numerical else ColumnType.Categorical
+    try:
+        test = get_stattest(
+            r.reset_index(drop=True), c.reset_index(drop=True), ftype, str(spec.stattest)
+        )
+    except (StatTestNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"drift check {name}: stat test {spec.stattest!r} is not usable: {exc}"
+        ) from exc
+    res = test(r.reset_index(drop=True), c.reset_index(drop=True), ftype, thr)
+    return CheckResult(
+        name, kind, test.name, float(res.drift_score), float(res.actual_threshold), bool(res.drifted),
+        len(c), len(r), detail={"display_name": test.display_name},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- check_drift
+
+
+def _prepare(
+    current: pd.DataFrame, reference: Reference, d
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    warnings: list[str] = []
+    cols = embedding_columns(current)
+    if not cols:
+        raise DriftRefusal("the window has no embedding columns (emb_000 …)")
+    cur_x = current[cols].to_numpy(dtype=np.float32)
+    if not np.isfinite(cur_x).all():
+        bad = int((~np.isfinite(cur_x).all(axis=1)).sum())
+        raise DriftRefusal(
+            f"{bad} window row(s) have missing/non-finite embedding values (parts of different "
+            "embedding sizes in one window?)"
+        )
+    if len(cols) != reference.dim:
+        raise DriftRefusal(
+            f"window embeddings have {len(cols)} dimensions, the reference {reference.dim}: "
+            "they come from different models"
+        )
+    ref_cols = emb_column_names(reference.dim)
+    if cols != ref_cols:
+        cur_x_df = pd.DataFrame(cur_x, columns=ref_cols, index=current.index)
+        current = pd.concat([current.drop(columns=cols), cur_x_df], axis=1)
+        cols = ref_cols
+    meta = reference.metadata.reset_index(drop=True)
+    ref = pd.concat([meta, pd.DataFrame(reference.embeddings, columns=cols)], axis=1)
+    ref = ref.loc[:, ~ref.columns.duplicated()]
+    cur = current.reset_index(drop=True).copy()
+    if "speaker" in ref.columns:
+        ref[GROUP_COLUMN] = ref["speaker"].astype(object)
+    else:
+        ref[GROUP_COLUMN] = None
+        warnings.append(
+            "reference metadata has no 'speaker' column: the embedding test cannot keep one "
+            "utterance per speaker and the score cohort uses reference utterances"
+        )
+    if "speaker_key" in cur.columns:
+        cur[GROUP_COLUMN] = cur["speaker_key"].astype(object)
+        missing = float(cur["speaker_key"].isna().mean())
+    else:
+        cur[GROUP_COLUMN] = None
+        missing = 1.0
+    if d.embedding.one_per_speaker and missing > 0:
+        warnings.append(
+            f"{missing:.0%} of window rows have no speaker key: repeated speakers among them can "
+            "make the embedding classifier see speaker identity as drift"
+        )
+    return cur, ref, cols, warnings
+
+
+def check_drift(current: pd.DataFrame, reference: Reference, cfg=None) -> DriftResult:
+    """Compare a production window (wide frame, :func:`read_production_log`) with a
+    reference; ``cfg`` is the drift config (or the whole tree with ``drift``; None =
+    defaults). Raises :class:`DriftRefusal` for windows that must not be compared."""
+    d = drift_config(cfg)
+    if current is None or len(current) == 0:
+        raise DriftRefusal("the window holds no production embeddings")
+    name, version = _check_versions(current, reference)
+    if len(current) < int(d.window.min_rows):
+        raise DriftRefusal(
+            f"the window holds {len(current)} rows, fewer than drift.window.min_rows="
+            f"{int(d.window.min_rows)}: too few to judge drift"
+        )
+    cur, ref, cols, warnings = _prepare(current, reference, d)
+    if reference.model_version is None:
+        warnings.append(
+            "the reference has no model version: cannot verify it matches the window's model"
+        )
+
+    rng = np.random.default_rng([int(d.seed), 2])
+    ref_spk = ref["speaker"].to_numpy(dtype=object) if "speaker" in ref.columns else None
+    cur_s, ref_s, score_info = _scores(cur[cols].to_numpy(), ref[cols].to_numpy(), ref_spk, d, rng)
+    for k in SCORE_COLUMNS:
+        cur[k], ref[k] = cur_s[k], ref_s[k]
+
+    checks = [_embedding_check(cur, ref, cols, d)]
+    for col, spec in d.columns.items():
+        if col not in cur.columns or col not in ref.columns:
+            side = "window" if col not in cur.columns else "reference"
+            checks.append(
+                CheckResult(col, "metadata", str(spec.stattest), None, spec.get("threshold"), False,
+                            0, 0, skipped=f"column absent from the {side}")
+            )  # fmt: skip
+            continue
+        checks.append(column_test(col, "metadata", spec, cur[col], ref[col]))
+    for col, spec in d.scores.tests.items():
+        if col not in SCORE_COLUMNS:
+            raise ValueError(
+                f"drift.scores.tests.{col}: unknown score (known: {', '.join(SCORE_COLUMNS)})"
+            )
+        checks.append(column_test(col, "score", spec, cur[col], ref[col]))
+    for c in checks:
+        if c.skipped:
+            warnings.append(f"check {c.name} skipped: {c.skipped}")
+
+    drifted = any(c.drifted and not c.skipped for c in checks)
+    basis = {
+        "embedding": (
+            f"Evidently {d.embedding.method} method on "
+            f"{'one utterance per speaker, ' if d.embedding.one_per_speaker else ''}"
+            f"at most {int(d.embedding.max_rows)} seeded rows per side"
+        ),
+        "metadata": "Evidently stat tests on all non-null rows of both sides",
+        "scores": {**score_info, "rows": "all rows of both sides"},
+        "seed": int(d.seed),
+    }
+    return DriftResult(
+        drifted=drifted,
+        checks=checks,
+        model_name=name,
+        model_version=version,
+        n_current=len(cur),
+        n_reference=len(ref),
+        dim=len(cols),
+        warnings=warnings,
+        decision_basis=basis,
+        current=cur,
+        reference=ref,
+        emb_columns=cols,
+    )

@@ -1,0 +1,351 @@
+"""Production embedding log: partitioned parquet written by ``speakerops embed``.
+
+Layout (hive-style partitions, one parquet *part* per call and UTC date)::
+
+    <log_dir>/model_name=<name>/model_version=<v>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+
+Columns of every part (the partition values are also stored inside the file, so a
+part read on its own is complete):
+
+============== ===================================== ==========================================
+column         arrow type                            meaning
+============== ===================================== ==========================================
+utt_id         string                                caller's opaque utterance/request id
+model_name     string                                registered model name
+model_version  string                                registry version that produced the embedding
+timestamp      timestamp[us, tz=UTC]                 when the embedding was computed
+duration_s     float64                               audio duration in seconds
+sample_rate    int32                                 sample rate of the *input* audio (Hz)
+snr_db         float64                               blind SNR estimate (:mod:`speakerops.drift.snr`)
+channel        string (nullable)                     channel label when known (``"phone"``, ``"mic"``…)
+speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
+                                                     speaker id was given
+embedding      fixed_size_list<float32>[D]           the embedding (D = model's embedding size)
+============== ===================================== ==========================================
+
+:func:`read_production_log` returns a *wide* pandas frame: the metadata columns above and
+one float32 column per embedding dimension, ``emb_000 … emb_{D-1}`` (the form Evidently's
+``DataDefinition(embeddings=...)`` takes).
+
+Privacy: raw speaker ids never reach the log. A speaker id becomes
+``speaker_key = HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` with a secret
+key (argument or env ``SPEAKEROPS_PSEUDONYM_KEY``, at least 16 bytes). The same key gives
+the same pseudonym, so one speaker's utterances can be grouped (the drift check uses
+that) without storing who the speaker is. Utterance ids that contain their raw speaker id
+(``"103-1240-0000"`` for speaker ``"103"``) are refused, since they would leak it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+PSEUDONYM_KEY_ENV = "SPEAKEROPS_PSEUDONYM_KEY"
+MIN_KEY_BYTES = 16
+LOG_FORMAT_VERSION = "1"
+META_COLUMNS = [
+    "utt_id",
+    "model_name",
+    "model_version",
+    "timestamp",
+    "duration_s",
+    "sample_rate",
+    "snr_db",
+    "channel",
+    "speaker_key",
+]
+_SAFE_PARTITION = re.compile(r"^[A-Za-z0-9._-]+$")
+_PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
+
+
+def emb_column_names(dim: int) -> list[str]:
+    """Names of the wide embedding columns: ``emb_000 … emb_{dim-1}``."""
+    width = max(3, len(str(dim - 1)))
+    return [f"emb_{i:0{width}d}" for i in range(dim)]
+
+
+def embedding_columns(df: pd.DataFrame) -> list[str]:
+    """The ``emb_###`` columns of a wide frame, in dimension order."""
+    cols = [c for c in df.columns if isinstance(c, str) and re.fullmatch(r"emb_\d+", c)]
+    return sorted(cols, key=lambda c: int(c[4:]))
+
+
+def to_utc(value: Any, *, what: str = "timestamp") -> datetime:
+    """Parse a datetime / ISO string / pandas or numpy timestamp into an aware UTC datetime
+    (naive values are taken as UTC)."""
+    if isinstance(value, datetime):
+        ts = pd.Timestamp(value)
+    else:
+        try:
+            ts = pd.Timestamp(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what}: cannot parse {value!r} as a date/time ({exc})") from exc
+    if ts is pd.NaT:
+        raise ValueError(f"{what}: {value!r} is not a date/time")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def resolve_pseudonym_key(key: bytes | str | None) -> bytes | None:
+    """The HMAC key: the argument, else env ``SPEAKEROPS_PSEUDONYM_KEY`` (UTF-8), else None."""
+    if key is None:
+        env = os.environ.get(PSEUDONYM_KEY_ENV)
+        if not env:
+            return None
+        key = env
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"pseudonym key is {len(key)} bytes; use a secret of at least {MIN_KEY_BYTES} bytes "
+            f"(speaker ids are low-entropy, a short key lets anyone brute-force the pseudonyms)"
+        )
+    return key
+
+
+def speaker_pseudonym(speaker_id: str, key: bytes) -> str:
+    """``HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` (64 hex chars)."""
+    return hmac.new(key, str(speaker_id).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _check_partition_value(value: str, what: str) -> str:
+    value = str(value)
+    if not _SAFE_PARTITION.match(value):
+        raise ValueError(
+            f"{what} {value!r} cannot name a log partition: use letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def _per_row(values: Any, n: int, what: str) -> list:
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{what} must be a sequence with one value per embedding, not a string")
+    seq = list(values)
+    if len(seq) != n:
+        raise ValueError(f"{what} has {len(seq)} values but there are {n} embeddings")
+    return seq
+
+
+def _leaks_speaker(utt_id: str, speaker_id: str) -> bool:
+    tokens = set(re.split(r"[^A-Za-z0-9]+", utt_id))
+    return speaker_id in tokens or (len(speaker_id) >= 4 and speaker_id in utt_id)
+
+
+def append_production_log(
+    log_dir: str | Path,
+    embeddings: np.ndarray,
+    *,
+    utt_ids: Sequence[str],
+    model_name: str,
+    model_version: str,
+    durations_s: Sequence[float],
+    sample_rates: Sequence[int],
+    snr_db: Sequence[float],
+    channels: Sequence[str | None] | None = None,
+    speaker_ids: Sequence[str | None] | None = None,
+    pseudonym_key: bytes | None = None,
+    timestamp: Any = None,
+) -> Path:
+    """Append one batch of embeddings to the production log; return the part written.
+
+    ``timestamp`` is one value for the batch (default: now, UTC) or one per row; rows are
+    split into one part per UTC date (all parts of a call share the uuid; the first part's
+    path is returned). ``speaker_ids`` (entries may be None) are stored only as
+    HMAC-SHA256 pseudonyms; giving them without a key is refused.
+    """
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise ValueError(f"embeddings must be a non-empty 2-D array [N, D], got shape {emb.shape}")
+    if not np.issubdtype(emb.dtype, np.number):
+        raise ValueError(f"embeddings must be numeric, got dtype {emb.dtype}")
+    emb = emb.astype(np.float32, copy=False)
+    if not np.isfinite(emb).all():
+        bad = int((~np.isfinite(emb).all(axis=1)).sum())
+        raise ValueError(f"embeddings contain NaN/inf in {bad} row(s); refusing to log them")
+    n, dim = emb.shape
+    model_name = _check_partition_value(model_name, "model_name")
+    model_version = _check_partition_value(model_version, "model_version")
+
+    utts = _per_row(utt_ids, n, "utt_ids")
+    for u in utts:
+        if not isinstance(u, str) or not u:
+            raise ValueError(f"utt_ids must be non-empty strings, got {u!r}")
+    dur = np.asarray(_per_row(durations_s, n, "durations_s"), dtype=np.float64)
+    if not (np.isfinite(dur).all() and (dur > 0).all()):
+        raise ValueError("durations_s must be finite and > 0 seconds")
+    sr_raw = np.asarray(_per_row(sample_rates, n, "sample_rates"), dtype=np.float64)
+    if not (
+        np.isfinite(sr_raw).all() and (sr_raw > 0).all() and (sr_raw == np.round(sr_raw)).all()
+    ):
+        raise ValueError("sample_rates must be positive integers (Hz)")
+    sr = sr_raw.astype(np.int32)
+    snr = np.asarray(_per_row(snr_db, n, "snr_db"), dtype=np.float64)
+    if np.isinf(snr).any():
+        raise ValueError("snr_db must be finite (NaN is allowed for 'unknown')")
+    chans = [
+        None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c)
+        for c in _per_row(channels, n, "channels")
+    ]
+
+    keys: list[str | None] = [None] * n
+    if speaker_ids is not None:
+        spk = _per_row(speaker_ids, n, "speaker_ids")
+        if any(s is not None for s in spk):
+            key = resolve_pseudonym_key(pseudonym_key)
+            if key is None:
+                raise ValueError(
+                    "speaker_ids given but no pseudonym key: pass pseudonym_key= or set env "
+                    f"{PSEUDONYM_KEY_ENV}; raw speaker ids are never written to the log"
+                )
+            for i, (s, u) in enumerate(zip(spk, utts, strict=True)):
+                if s is None:
+                    continue
+                s = str(s)
+                if _leaks_speaker(u, s):
+                    raise ValueError(
+                        f"utt_id {u!r} contains its raw speaker id {s!r}; the log must not hold "
+                        "raw speaker ids: pass opaque utterance ids (a request id or a hash)"
+                    )
+                keys[i] = speaker_pseudonym(s, key)
+
+    if timestamp is None or isinstance(
+        timestamp, (str, datetime, pd.Timestamp, np.datetime64, date)
+    ):
+        one = to_utc(timestamp if timestamp is not None else datetime.now(timezone.utc))
+        stamps = [one] * n
+    else:
+        stamps = [to_utc(t) for t in _per_row(timestamp, n, "timestamp")]
+    ts_index = pd.DatetimeIndex(stamps)
+
+    table = pa.table(
+        {
+            "utt_id": pa.array(utts, pa.string()),
+            "model_name": pa.array([model_name] * n, pa.string()),
+            "model_version": pa.array([model_version] * n, pa.string()),
+            "timestamp": pa.array(ts_index, pa.timestamp("us", tz="UTC")),
+            "duration_s": pa.array(dur, pa.float64()),
+            "sample_rate": pa.array(sr, pa.int32()),
+            "snr_db": pa.array(snr, pa.float64()),
+            "channel": pa.array(chans, pa.string()),
+            "speaker_key": pa.array(keys, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim),
+        }
+    ).replace_schema_metadata(
+        {"speakerops.log_format": LOG_FORMAT_VERSION, "speakerops.embedding_dim": str(dim)}
+    )
+    dates = np.array([t.date().isoformat() for t in stamps])
+    part_id = uuid.uuid4().hex
+    written: list[Path] = []
+    base = Path(log_dir) / f"model_name={model_name}" / f"model_version={model_version}"
+    for d in sorted(set(dates)):
+        rows = np.flatnonzero(dates == d)
+        out = base / f"date={d}" / f"part-{part_id}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".parquet.tmp")
+        pq.write_table(table.take(pa.array(rows)), tmp)
+        os.replace(tmp, out)  # readers never see half-written parts
+        written.append(out)
+    return written[0]
+
+
+def _partition_values(path: Path) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in path.parts if "=" in p)
+
+
+def _table_to_frame(table: pa.Table) -> pd.DataFrame:
+    emb_col = table.column("embedding").combine_chunks()
+    dim = emb_col.type.list_size
+    flat = emb_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    meta = table.drop(["embedding"]).to_pandas()
+    emb = pd.DataFrame(flat.reshape(-1, dim), columns=emb_column_names(dim), index=meta.index)
+    return pd.concat([meta, emb], axis=1)
+
+
+def read_production_log(
+    log_dir: str | Path,
+    start: Any = None,
+    end: Any = None,
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> pd.DataFrame:
+    """Read the rows with ``start <= timestamp < end`` (UTC; None = unbounded) as a wide frame.
+
+    Date partitions outside the range and other models/versions (when given) are not
+    opened. Parts of different embedding sizes may be read together (their ``emb_###``
+    columns are then NaN where a part has fewer dimensions); the drift check refuses such
+    mixed windows. Rows are sorted by timestamp.
+    """
+    log_dir = Path(log_dir)
+    if not log_dir.exists():
+        raise FileNotFoundError(f"production log folder {log_dir} does not exist")
+    t0 = to_utc(start, what="start") if start is not None else None
+    t1 = to_utc(end, what="end") if end is not None else None
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise ValueError(f"window end {t1.isoformat()} is not after start {t0.isoformat()}")
+    d0 = t0.date() if t0 is not None else None
+    d1 = (t1 - timedelta(microseconds=1)).date() if t1 is not None else None
+
+    files = []
+    for f in sorted(log_dir.glob(_PART_GLOB)):
+        pv = _partition_values(f.relative_to(log_dir))
+        if model_name is not None and pv.get("model_name") != str(model_name):
+            continue
+        if model_version is not None and pv.get("model_version") != str(model_version):
+            continue
+        try:
+            day = date.fromisoformat(pv["date"])
+        except (KeyError, ValueError):
+            continue
+        if (d0 is not None and day < d0) or (d1 is not None and day > d1):
+            continue
+        files.append(f)
+
+    frames: list[pd.DataFrame] = []
+    by_dim: dict[int, list[pa.Table]] = {}
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise ValueError(f"cannot read production log part {f}: {exc}") from exc
+        missing = [c for c in [*META_COLUMNS, "embedding"] if c not in t.column_names]
+        if missing:
+            raise ValueError(f"production log part {f} lacks column(s) {missing}")
+        ts = t.column("timestamp")
+        mask = None
+        if t0 is not None:
+            mask = pc.greater_equal(ts, pa.scalar(t0, ts.type))
+        if t1 is not None:
+            m1 = pc.less(ts, pa.scalar(t1, ts.type))
+            mask = m1 if mask is None else pc.and_(mask, m1)
+        if mask is not None:
+            t = t.filter(mask)
+        if t.num_rows:
+            by_dim.setdefault(t.schema.field("embedding").type.list_size, []).append(
+                t.select([*META_COLUMNS, "embedding"])
+            )
+    for tables in by_dim.values():
+        frames.append(_table_to_frame(pa.concat_tables(tables)))
+    if not frames:
+        empty = pd.DataFrame({c: pd.Series(dtype="object") for c in META_COLUMNS})
+        empty["timestamp"] = pd.Series(dtype="datetime64[us, UTC]")
+        return empty
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    meta = [c for c in df.columns if c in META_COLUMNS]
+    return df[meta + embedding_columns(df)]

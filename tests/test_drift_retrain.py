@@ -1,0 +1,175 @@
+"""Retraining through a real (tiny) DVC project: git init, dvc init, one stage that writes
+the `data.extra_manifests` param into its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from speakerops.drift.log import append_production_log, embedding_columns
+from speakerops.drift.reference import save_reference
+from speakerops.drift.retrain import retraining_command, trigger_retraining, validate_manifest
+from speakerops.drift.run import main
+from speakerops.drift.synthetic import synthetic_population, synthetic_window
+
+ENV = {
+    **os.environ,
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+}
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def _sh(args: list[str], cwd: Path) -> None:
+    subprocess.run(args, cwd=cwd, env=ENV, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture()
+def dvc_project(tmp_path) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    _sh(["git", "init", "-q"], proj)
+    _sh(["git", "config", "user.email", "t@example.org"], proj)
+    _sh(["git", "config", "user.name", "t"], proj)
+    _sh([DVC, "init", "-q"], proj)
+    (proj / "params.yaml").write_text("data:\n  extra_manifests: []\n")
+    script = (
+        "import json, yaml; p = yaml.safe_load(open('params.yaml')); "
+        "json.dump(p['data']['extra_manifests'], open('out.json', 'w'))"
+    )
+    (proj / "dvc.yaml").write_text(
+        "stages:\n  train:\n"
+        f'    cmd: {sys.executable} -c "{script}"\n'
+        "    params: [data.extra_manifests]\n"
+        "    outs: [out.json]\n"
+    )
+    (proj / ".gitignore").write_text("/out.json\n")
+    _sh(["git", "add", "-A"], proj)
+    _sh(["git", "commit", "-qm", "init"], proj)
+    return proj
+
+
+def _manifest(path: Path, rows: int = 3) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "utt_id": [f"p{i}" for i in range(rows)],
+            "path": [f"audio/p{i}.wav" for i in range(rows)],
+            "speaker": [f"spk{i % 2}" for i in range(rows)],
+            "duration": [3.2] * rows,
+            "sample_rate": [8000] * rows,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def test_dvc_exp_run_adds_the_labelled_manifest(dvc_project):
+    manifest = _manifest(dvc_project / "data" / "labelled" / "prod-2025-03.csv")
+    cfg = {"retrain": {"cwd": str(dvc_project)}}
+    argv, root = retraining_command(cfg, manifest)
+    assert argv[1:] == [
+        "exp",
+        "run",
+        "--set-param",
+        "data.extra_manifests=[data/labelled/prod-2025-03.csv]",
+    ]
+    assert root == dvc_project.resolve()
+    rc = trigger_retraining(cfg, manifest, log_path=dvc_project.parent / "retrain.log")
+    assert rc == 0, (dvc_project.parent / "retrain.log").read_text()
+    assert json.loads((dvc_project / "out.json").read_text()) == ["data/labelled/prod-2025-03.csv"]
+    assert "data/labelled/prod-2025-03.csv" in (dvc_project / "params.yaml").read_text()
+    exps = subprocess.run(
+        [DVC, "exp", "list", "--name-only"],
+        cwd=dvc_project,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert exps.returncode == 0 and exps.stdout.strip(), "dvc recorded no experiment"
+
+
+def test_dvc_repro_variant_and_failures(dvc_project, tmp_path):
+    cfg = {"retrain": {"cwd": str(dvc_project), "command_without_manifest": ["dvc", "repro"]}}
+    assert trigger_retraining(cfg, None, log_path=tmp_path / "r.log") == 0
+    assert json.loads((dvc_project / "out.json").read_text()) == []
+    bad = {
+        "retrain": {
+            "cwd": str(dvc_project),
+            "command_without_manifest": ["dvc", "repro", "no-such-stage"],
+        }
+    }
+    assert trigger_retraining(bad, None, log_path=tmp_path / "bad.log") != 0
+    outside = _manifest(tmp_path / "elsewhere.csv")
+    argv, _ = retraining_command({"retrain": {"cwd": str(dvc_project)}}, outside)
+    assert argv[-1] == f"data.extra_manifests=[{outside.resolve()}]"
+
+
+def test_manifest_validation(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validate_manifest(tmp_path / "none.csv")
+    pd.DataFrame({"utt_id": ["a"], "path": ["a.wav"]}).to_csv(tmp_path / "cols.csv", index=False)
+    with pytest.raises(
+        ValueError, match=r"lacks column\(s\) \['speaker', 'duration', 'sample_rate'\]"
+    ):
+        validate_manifest(tmp_path / "cols.csv")
+    _manifest(tmp_path / "empty.csv", rows=0)
+    with pytest.raises(ValueError, match="has no rows"):
+        validate_manifest(tmp_path / "empty.csv")
+    with pytest.raises(FileNotFoundError, match="not found on PATH"):
+        retraining_command({"retrain": {"command_without_manifest": ["no-such-binary-xyz"]}}, None)
+
+
+def test_drift_job_retrains_once_per_ticket_and_manifest(dvc_project, tmp_path):
+    emb, meta = synthetic_population(1500, n_speakers=600, p_phone=0.1, seed=1000)
+    save_reference(
+        tmp_path / "ref",
+        emb,
+        meta,
+        pd.DataFrame({"score": [0.5, 0.1]}),
+        model_name="speaker-encoder",
+        model_version="1",
+    )
+    window = synthetic_window(600, n_speakers=300, p_phone=0.9, seed=5)
+    append_production_log(
+        tmp_path / "log", window[embedding_columns(window)].to_numpy(), utt_ids=window["utt_id"],
+        model_name="speaker-encoder", model_version="1", durations_s=window["duration_s"],
+        sample_rates=window["sample_rate"], snr_db=window["snr_db"], channels=window["channel"],
+        timestamp="2025-01-01T12:00:00",
+    )  # fmt: skip
+    manifest = _manifest(dvc_project / "data" / "labelled.csv")
+    cfg = {
+        "drift": {
+            "log_dir": str(tmp_path / "log"),
+            "output_dir": str(tmp_path / "out"),
+            "progress": False,
+            "reference": {"source": "path", "path": str(tmp_path / "ref")},
+            "window": {"start": "2025-01-01", "end": "2025-01-02"},
+            "embedding": {"one_per_speaker": False},
+            "report": {"enabled": False},
+            "tickets": {"dir": str(tmp_path / "tickets")},
+            "retrain": {"labelled_manifest": str(manifest), "cwd": str(dvc_project)},
+        }
+    }
+    assert main(cfg) == 1
+    runs = sorted((tmp_path / "out").iterdir())
+    first = json.loads((runs[0] / "summary.json").read_text())
+    assert first["retrain"]["status"] == "ok" and first["retrain"]["returncode"] == 0
+    assert json.loads((dvc_project / "out.json").read_text()) == ["data/labelled.csv"]
+    assert main(cfg) == 1
+    second = json.loads((sorted((tmp_path / "out").iterdir())[-1] / "summary.json").read_text())
+    assert (
+        second["retrain"]["status"] == "skipped"
+        and "already retrained" in second["retrain"]["reason"]
+    )
+    ticket = json.loads(next((tmp_path / "tickets").glob("drift-*.json")).read_text())
+    assert len(ticket["retrain"]) == 1 and ticket["retrain"][0]["manifest_sha256"]
+    assert len(ticket["events"]) == 2
