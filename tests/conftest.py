@@ -62,3 +62,14 @@ def audio_folder(tmp_path: Path) -> Path:
     )
     write_wav(root / "spk3" / "short.wav", tone(0.2))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_env():
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI; keep each test's store its own."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -3,6 +3,10 @@
 Outputs in `train.out_dir`: `encoder.pt` (the best checkpoint's backbone with its feature
 settings, see `speakerops.models.encoder`), `checkpoints/` (Lightning, `last.ckpt` for resume),
 `train.json` (MLflow run id, best validation EER, throughput).
+
+Distributed (DDP, `trainer=ddp_cpu` / `trainer=ddp`): every rank runs `train()`; only global rank
+0 creates the MLflow run, writes the run-id / digest files (once all ranks have read them, see
+`RankZeroFiles`), the encoder and `train.json`; other ranks return `{}`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from speakerops.config import flatten
 from speakerops.models.encoder import SpeakerEncoder
@@ -48,6 +55,37 @@ class Throughput(Callback):
     @property
     def segments_per_second(self) -> float:
         return self.segments / self.seconds if self.seconds else 0.0
+
+
+class RankZeroFiles(Callback):
+    """Writes `files` (path -> text) on global rank 0 once the process group is up.
+
+    Every rank decides about resuming from the files of the previous run before `fit`; rank 0
+    rewrites them only at `on_fit_start`, which under DDP comes after every rank has joined the
+    process group, so no rank can read the new digest and resume while rank 0 starts afresh.
+    """
+
+    def __init__(self, files: dict[Path, str]) -> None:
+        self.files = files
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for path, text in self.files.items():
+                path.write_text(text)
+
+
+def validate_on_every_rank(dm: SpeakerDataModule) -> None:
+    """Under DDP each rank scores the whole calibration trial list (EER needs both sides of
+    every trial; a DistributedSampler would give each rank a shard). A one-replica
+    DistributedSampler yields every index in order, and Lightning leaves a loader that already
+    has a DistributedSampler as it is."""
+    val_set = dm.val_set
+
+    def val_dataloader() -> DataLoader:
+        sampler = DistributedSampler(val_set, num_replicas=1, rank=0, shuffle=False)
+        return DataLoader(val_set, batch_size=1, num_workers=0, sampler=sampler)
+
+    dm.val_dataloader = val_dataloader  # type: ignore[method-assign]
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> SpeakerModule:
@@ -82,8 +120,15 @@ def resume_digest(cfg: DictConfig) -> str:
     return params_digest({k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in keys})
 
 
-def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict:
-    """Fit the configured model; returns the summary written to `train.json`."""
+def train(
+    cfg: DictConfig,
+    extra_callbacks: list[Callback] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Fit the configured model; returns the summary written to `train.json` ({} on ranks > 0).
+
+    `tags` are set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
+    """
     pl.seed_everything(int(cfg.seed), workers=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.train.out_dir)
@@ -101,9 +146,10 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     digest = resume_digest(cfg)
     resume = bool(cfg.train.resume) and last.is_file()
     if resume and (not digest_file.is_file() or digest_file.read_text().strip() != digest):
-        print(f"train: {last} was trained with another model/data/optimizer config; starting afresh")
+        print(
+            f"train: {last} was trained with another model/data/optimizer config; starting afresh"
+        )
         resume = False
-    digest_file.write_text(digest)
     logger = MLFlowLogger(
         experiment_name=cfg.mlflow.experiment,
         run_name=cfg.mlflow.get("run_name"),
@@ -111,8 +157,11 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
         artifact_location=tracking.artifact_location(cfg.paths.registry_dir),
         run_id=run_id_file.read_text().strip() if resume and run_id_file.is_file() else None,
         log_model=False,
+        tags=tags,
     )
-    run_id_file.write_text(logger.run_id)
+    files = {digest_file: digest}
+    if rank_zero_only.rank == 0:  # other ranks have no run (logger.run_id is None there)
+        files[run_id_file] = logger.run_id
     if not resume:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "val_trials_sha256", dm.val_trials_sha256)
@@ -124,9 +173,11 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[checkpoint, meter, *(extra_callbacks or [])],
+        callbacks=[RankZeroFiles(files), checkpoint, meter, *(extra_callbacks or [])],
         default_root_dir=str(out),
     )
+    if trainer.world_size > 1:
+        validate_on_every_rank(dm)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return {}
@@ -146,7 +197,10 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
         "run_id": logger.run_id,
         "best_val_eer": float(best_eer) if best_eer is not None else None,
         "epochs": int(trainer.current_epoch),
-        "segments_per_second": round(meter.segments_per_second, 2),
+        # rank 0 counts its own shard; the shards are equal, so the job's rate is world_size x
+        "segments_per_second": round(meter.segments_per_second * trainer.world_size, 2),
+        "world_size": int(trainer.world_size),
+        "global_step": int(trainer.global_step),
         "num_parameters": int(sum(p.numel() for p in module.backbone.parameters())),
         "val_trials_sha256": dm.val_trials_sha256,
     }
