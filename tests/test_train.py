@@ -79,3 +79,43 @@ def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path)
         json.loads((micro_project / "artifacts/train/train.json").read_text())["run_id"]
         == third["run_id"]
     )
+
+
+def test_init_from_fine_tunes_from_trained_weights(micro_project: Path) -> None:
+    from speakerops.models.encoder import SpeakerEncoder
+
+    train(compose([*MICRO, "trainer.max_epochs=1"]))
+    base = micro_project / "artifacts/train/encoder.pt"
+    before = SpeakerEncoder.load(base).backbone.state_dict()
+    tuned = train(
+        compose(
+            [
+                *MICRO,
+                "trainer.max_epochs=1",
+                f"train.init_from={base}",
+                "train.out_dir=artifacts/ft",
+                "optim.lr=1e-9",
+            ]
+        )
+    )
+    after = SpeakerEncoder.load(micro_project / "artifacts/ft/encoder.pt").backbone.state_dict()
+    # with a vanishing learning rate the fine-tuned weights stay at the initial ones
+    for key in ("stem.0.weight", "embedding.weight"):
+        assert torch.allclose(before[key], after[key], atol=1e-5)
+    from mlflow.tracking import MlflowClient
+
+    from speakerops.registry.tracking import tracking_uri
+
+    assert MlflowClient(tracking_uri()).get_run(tuned["run_id"]).data.tags["init_from"] == str(base)
+    with pytest.raises(ValueError, match="encoder of model"):
+        train(
+            compose(
+                [
+                    *MICRO,
+                    "trainer.max_epochs=1",
+                    f"train.init_from={base}",
+                    "model.channels=24",
+                    "train.out_dir=artifacts/x",
+                ]
+            )
+        )

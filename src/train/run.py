@@ -114,6 +114,38 @@ def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
     )
 
 
+def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dict) -> str:
+    """Start from trained weights (fine-tuning): a Lightning checkpoint (backbone + AAM head,
+    same training speakers) or an `encoder.pt` (backbone only). Returns the file's sha256."""
+    from speakerops.data.manifest import file_sha256
+    from speakerops.models.encoder import FORMAT
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: train.init_from not found (train the base model first)")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        if blob["model"] != model_cfg:
+            raise ValueError(
+                f"{path}: encoder of model {blob['model']}, this run configures {model_cfg}"
+            )
+        module.backbone.load_state_dict(blob["state_dict"])
+    elif isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        head = blob["state_dict"].get("head.weight")
+        if head is not None and head.shape != module.head.weight.shape:
+            raise ValueError(
+                f"{path}: AAM head {tuple(head.shape)} vs this run {tuple(module.head.weight.shape)}: "
+                "fine-tune the same model on the same training speakers"
+            )
+        try:
+            module.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: not a checkpoint of this model: {exc}") from None
+    else:
+        raise ValueError(f"{path}: neither a Lightning checkpoint nor a speakerops encoder")
+    return file_sha256(path)
+
+
 def resume_digest(cfg: DictConfig) -> str:
     """What must match for a checkpoint to be resumed (everything but the epoch budget)."""
     keys = ("seed", "features", "augment", "model", "loss", "optim", "data")
@@ -165,6 +197,11 @@ def train(
     if not resume:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "val_trials_sha256", dm.val_trials_sha256)
+        if cfg.train.get("init_from"):
+            model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+            sha = load_initial_weights(module, cfg.train.init_from, model_cfg)
+            logger.experiment.set_tag(logger.run_id, "init_from", str(cfg.train.init_from))
+            logger.experiment.set_tag(logger.run_id, "init_from_sha256", sha)
 
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_eer", mode="min", save_last=True
