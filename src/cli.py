@@ -69,6 +69,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 @command(
+    "sweep",
+    "Optuna study over train: hparams_search=<name> [sweep.n_jobs=N] [overrides]; "
+    "writes conf/experiment/<study>_best.yaml",
+)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from speakerops.registry.tracking import offline_env
+    from speakerops.train.sweep import sweep
+
+    if args.config:
+        raise ValueError("sweep composes conf/ with hparams_search=<name>; --config is not supported")
+    offline_env()
+    _print_json(sweep(args.overrides))
+    return 0
+
+
+@command(
     "evaluate", "embed, score, calibrate; EER, minDCF, Cllr, DET plot -> metrics.json and MLflow"
 )
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -86,29 +102,123 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("gate", "apply registry/policy.yaml to the registered challenger; move `champion` on pass")
+@command(
+    "gate",
+    "promotion gate of the registered challenger (the DVC stage): registry/policy.yaml, "
+    "alias `champion` on pass; exit 0 pass, 1 refused, 2 error",
+)
 def cmd_gate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from speakerops.registry import tracking
-    from speakerops.registry.gate import gate_version
+    from speakerops.registry.gate import dumps
+    from speakerops.registry.promote import EXIT_ERROR, promote, summary_lines
 
-    cfg = _cfg(args)
-    tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
-    registered = json.loads((Path(cfg.register.out_dir) / "registered.json").read_text())
-    metrics = json.loads((Path(cfg.evaluate.out_dir) / "metrics.json").read_text())
-    verdict = gate_version(
-        registered["model_name"],
-        registered["version"],
-        metrics,
-        cfg.register.policy,
-        cfg.register.out_dir,
+    try:
+        cfg = _cfg(args)
+        registered = json.loads((Path(cfg.register.out_dir) / "registered.json").read_text())
+        gate_dir = Path(cfg.register.get("gate_dir") or cfg.register.out_dir)
+        result = promote(
+            cfg, registered["model_uri"], out_dir=gate_dir / "promotion", action="gate"
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to evaluate is exit 2, never 1
+        print(f"speakerops gate: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    (gate_dir / "gate.json").write_text(dumps(result.verdict))
+    status = "PASSED: alias champion moved to" if result.passed else "REFUSED:"
+    print(f"gate {status} {registered['model_name']} v{result.verdict['version']}")
+    print("\n".join(summary_lines(result.verdict)[1:]))
+    print(f"report: {result.out_dir / 'report.md'}")
+    return result.exit_code
+
+
+def _option(args: argparse.Namespace, name: str) -> str | None:
+    """`--name value` (argparse) or `name=value` among the overrides (removed from them)."""
+    value = getattr(args, name.replace("-", "_"), None)
+    rest = []
+    for item in args.overrides:
+        key, sep, val = item.partition("=")
+        if sep and key == name:
+            value = val
+        else:
+            rest.append(item)
+    args.overrides = rest
+    return value
+
+
+@command(
+    "promote",
+    "--candidate models:/<name>/<N>: candidate vs champion on the pinned trials under "
+    "registry/policy.yaml; report, audit record, alias `champion` on pass "
+    "(exit 0 pass, 1 refused, 2 error)",
+)
+def cmd_promote(args: argparse.Namespace) -> int:
+    from speakerops.registry.promote import EXIT_ERROR, promote, record_error, summary_lines
+
+    candidate = _option(args, "candidate")
+    out = _option(args, "out")
+    dry_run = bool(getattr(args, "dry_run", False)) or _option(args, "dry-run") in (
+        "1",
+        "true",
+        "True",
     )
-    status = "PASSED: alias champion moved to" if verdict.passed else "REFUSED:"
-    print(f"gate {status} {registered['model_name']} v{registered['version']}")
-    for check in verdict.checks:
-        print(f"  [{'ok' if check['passed'] else 'FAIL'}] {check['reason']}")
-    return 0 if verdict.passed else 1
+    if not candidate:
+        print(
+            "speakerops promote: error: --candidate models:/<name>/<N> is required", file=sys.stderr
+        )
+        return EXIT_ERROR
+    cfg = None
+    try:
+        cfg = _cfg(args)
+        result = promote(cfg, candidate, dry_run=dry_run, out_dir=out)
+    except Exception as exc:  # noqa: BLE001 - any failure to evaluate is exit 2, never 1
+        print(f"speakerops promote: error: {exc}", file=sys.stderr)
+        if cfg is not None and not dry_run:
+            try:
+                record_error(cfg, candidate, str(exc))
+            except Exception as log_exc:  # noqa: BLE001
+                print(f"speakerops promote: could not audit the error: {log_exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print("\n".join(summary_lines(result.verdict)))
+    print(f"report: {result.out_dir / 'report.md'}")
+    print(f"verdict: {result.out_dir / 'verdict.json'}")
+    return result.exit_code
+
+
+cmd_promote.options = [  # type: ignore[attr-defined]
+    (("--candidate",), {"help": "the registered version to promote, models:/<name>/<N>"}),
+    (("--dry-run",), {"action": "store_true", "help": "evaluate and report; change nothing"}),
+    (("--out",), {"help": "report folder (default register.promote_dir/<name>-v<N>)"}),
+]
+
+
+@command(
+    "rollback",
+    "move alias `champion` back to the previous champion (or --to <N>), with an audit record",
+)
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from speakerops.registry.promote import EXIT_ERROR, rollback
+
+    to = _option(args, "to")
+    reason = _option(args, "reason") or ""
+    model = _option(args, "model")
+    try:
+        record = rollback(_cfg(args), model_name=model, to_version=to, reason=reason)
+    except Exception as exc:  # noqa: BLE001
+        print(f"speakerops rollback: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"rollback: alias champion of {record['model_name']} moved from "
+        f"v{record['champion_before']} to v{record['champion_after']} "
+        f"(audit record {record['seq']})"
+    )
+    return 0
+
+
+cmd_rollback.options = [  # type: ignore[attr-defined]
+    (("--to",), {"help": "version to restore (default: the previous champion)"}),
+    (("--reason",), {"help": "why (goes into the audit record)"}),
+    (("--model",), {"help": "registered model name (default register.model_name)"}),
+]
 
 
 @command(
@@ -229,8 +339,10 @@ def _key_values(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speakerops", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (help_text, _) in COMMANDS.items():
+    for name, (help_text, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        for flags, kwargs in getattr(fn, "options", ()):
+            p.add_argument(*flags, **kwargs)
         p.add_argument("--config", help="a composed params.yaml to load instead of composing conf/")
         if name == "params":
             p.add_argument("--output", help="where to write (default params.yaml)")

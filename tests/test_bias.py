@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from speakerops.eval import bias as B
 from speakerops.eval.metrics import eer, eer_threshold
 

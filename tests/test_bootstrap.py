@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from speakerops.eval import metrics as M
 from speakerops.eval.bootstrap import Interval, speaker_bootstrap, verification_metric_fns
 

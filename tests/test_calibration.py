@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from speakerops.eval import metrics as M
 from speakerops.eval.calibration import (
     LinearCalibration,

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
+
 from speakerops.eval import metrics as M
 
 TOL = 1e-9

@@ -111,7 +111,9 @@ def test_registered_version_carries_lineage_and_aliases(project: Path) -> None:
     mv = c.get_model_version(reg["model_name"], reg["version"])
     assert "challenger" in mv.aliases
     assert ("champion" in mv.aliases) == gate["passed"]
-    assert gate["passed"], gate  # the tiny model clears the demo policy's EER ceiling
+    assert gate["passed"], gate  # the tiny model clears the demo policy (first promotion)
+    assert gate["champion"] is None and gate["champion_after"] == reg["version"]
+    assert any(ch.get("skipped") for ch in gate["checks"])  # no champion yet: relative skipped
     tags = mv.tags
     manifest = project / "data/prepared/manifest.csv"
     import hashlib
@@ -120,8 +122,16 @@ def test_registered_version_carries_lineage_and_aliases(project: Path) -> None:
     assert tags["trials_sha256"] == read(project, "artifacts/eval/metrics.json")["trials_sha256"]
     assert len(tags["git_commit"]) >= 40
     assert json.loads(tags["params"])["model.channels"] == "64"
+    assert (
+        tags["score_normalization"].startswith("AS-norm") and tags["calibration_kind"] == "linear"
+    )
+    assert tags["promotion.last_verdict"] == "pass" and "audit.0001" in tags
     run_metrics = c.get_run(reg["run_id"]).data.metrics
     assert "val_eer" in run_metrics and "eval_eer" in run_metrics
+    report = (project / "artifacts/register/promotion/report.md").read_text()
+    assert "✅ PASS" in report and (project / "artifacts/register/promotion/det.png").is_file()
+    audit = (project / "registry/audit.jsonl").read_text().splitlines()
+    assert json.loads(audit[0])["action"] == "gate" and json.loads(audit[0])["verdict"] == "pass"
 
 
 def test_dvc_is_up_to_date_after_a_run_and_a_model_change_reruns_train_not_prepare(
@@ -150,36 +160,29 @@ def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
     strict.write_text("absolute:\n  eer: {max: 0.0001}\n  cllr: {max: 0.5}\n")
     reg = read(project, "artifacts/register/registered.json")
     before = client(project).get_registered_model(reg["model_name"]).aliases.get("champion")
-    proc = run(
-        [
-            "speakerops",
-            "gate",
-            "--config",
-            "params.yaml",
-            f"register.policy={strict}",
-            "register.out_dir=artifacts/strict",
-        ],
-        project,
-        check=False,
-    )
+    gate = [
+        "speakerops",
+        "gate",
+        "--config",
+        "params.yaml",
+        "register.gate_dir=artifacts/strict",
+        "evaluate.bootstrap.n=100",
+    ]
+    proc = run([*gate, f"register.policy={strict}"], project, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "REFUSED" in proc.stdout and "eer" in proc.stdout and "ceiling 0.0001" in proc.stdout
     assert client(project).get_registered_model(reg["model_name"]).aliases.get("champion") == before
+    verdict = read(project, "artifacts/strict/gate.json")
+    assert not verdict["passed"] and "eer.max" in {
+        c["gate"] for c in verdict["checks"] if not c["passed"]
+    }
+    assert (project / "artifacts/strict/promotion/report.md").is_file()
     missing = project / "missing.yaml"
     missing.write_text("absolute:\n  not_a_metric: {max: 1}\n")
-    proc = run(
-        [
-            "speakerops",
-            "gate",
-            "--config",
-            "params.yaml",
-            f"register.policy={missing}",
-            "register.out_dir=artifacts/strict",
-        ],
-        project,
-        check=False,
-    )
+    proc = run([*gate, f"register.policy={missing}"], project, check=False)
     assert proc.returncode == 1 and "fail closed" in proc.stdout
+    proc = run([*gate, f"register.policy={project / 'nope.yaml'}"], project, check=False)
+    assert proc.returncode == 2 and "policy not found" in proc.stderr
 
 
 def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -> None:

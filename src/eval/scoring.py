@@ -1,11 +1,57 @@
-"""Trial scoring: cosine similarity between enrollment and test embeddings."""
+"""Trial scoring: cosine similarity, AS-norm, and the packaged scorer (scores -> LLRs).
+
+* Cosine: s = <e, t> / (|e| |t|).
+* AS-norm (adaptive symmetric score normalization, Matějka et al. 2017) against a cohort of
+  training-speaker mean embeddings:
+
+      s' = ½ [ (s − μ_e) / σ_e + (s − μ_t) / σ_t ]
+
+  where μ_e, σ_e are the mean and standard deviation (ddof = 0) of the top-N cosine scores
+  between the enrollment embedding and the cohort (the N most similar cohort speakers), and
+  μ_t, σ_t the same for the test embedding. N = ``top_n`` (capped at the cohort size).
+
+The scoring settings (method, top-N, the cohort itself) and the calibration travel inside the
+packaged model (``SpeakerEncoder.extras["scoring"]`` and ``["calibration"]``);
+:class:`Scorer` rebuilds them, so a user of a registered model gets LLRs and the threshold for
+a stated operating point without re-declaring anything::
+
+    encoder = load_encoder("models:/speaker-encoder@champion")
+    scorer = Scorer.from_encoder(encoder)
+    e, t = encoder.embed(wav_a, 16000), encoder.embed(wav_b, 8000)
+    scorer.verify(e, t, p_target=0.01, durations=(len(wav_a) / 16000, len(wav_b) / 8000))
+    # {'score': ..., 'llr': ..., 'threshold': 4.595..., 'accept': False, 'p_target': 0.01}
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from speakerops.eval.calibration import (
+    LinearCalibration,
+    QualityCalibration,
+    calibration_from_dict,
+    log_min_duration,
+)
+from speakerops.eval.metrics import bayes_threshold
+
+__all__ = [
+    "METHODS",
+    "ScoreNormalization",
+    "Scorer",
+    "asnorm",
+    "asnorm_scores",
+    "cohort_stats",
+    "cosine_scores",
+    "l2_normalize",
+    "speaker_means",
+]
+
+METHODS = ("cosine", "asnorm")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -14,8 +60,10 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
-def cosine_scores(embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame) -> np.ndarray:
-    """s = <e, t> / (|e| |t|) for each trial row (`enroll`, `test` name embeddings)."""
+def _trial_index(
+    embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit-norm matrix of the utterances used, enroll row per trial, test row per trial)."""
     missing = (set(trials["enroll"]) | set(trials["test"])) - set(embeddings)
     if missing:
         raise KeyError(
@@ -24,6 +72,222 @@ def cosine_scores(embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame) ->
     ids = list(embeddings)
     pos = {u: i for i, u in enumerate(ids)}
     mat = l2_normalize(np.stack([embeddings[u] for u in ids]))
-    e = trials["enroll"].map(pos).to_numpy()
-    t = trials["test"].map(pos).to_numpy()
+    return mat, trials["enroll"].map(pos).to_numpy(), trials["test"].map(pos).to_numpy()
+
+
+def cosine_scores(embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame) -> np.ndarray:
+    """s = <e, t> / (|e| |t|) for each trial row (`enroll`, `test` name embeddings)."""
+    mat, e, t = _trial_index(embeddings, trials)
     return np.einsum("ij,ij->i", mat[e], mat[t])
+
+
+def speaker_means(embeddings: np.ndarray, speakers: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Cohort entries: the unit-norm mean of each speaker's unit-norm embeddings, speakers
+    sorted by name. Returns (cohort [C, D] float32, speaker names)."""
+    x = l2_normalize(np.asarray(embeddings))
+    spk = np.asarray(speakers, dtype=object)
+    if x.ndim != 2 or spk.shape != (x.shape[0],):
+        raise ValueError(
+            f"speaker_means: need [N, D] embeddings and N speaker labels, got {x.shape} and {spk.shape}"
+        )
+    names = sorted(set(spk.tolist()))
+    means = np.stack([x[spk == s].mean(axis=0) for s in names])
+    return l2_normalize(means).astype(np.float32), [str(s) for s in names]
+
+
+def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``x``: mean and standard deviation (ddof 0) of its ``top_n`` largest cosine
+    scores against the cohort. ``top_n`` is capped at the cohort size."""
+    c = l2_normalize(cohort)
+    if c.ndim != 2 or c.shape[0] < 2:
+        raise ValueError(f"AS-norm cohort needs at least 2 entries, got shape {c.shape}")
+    n = int(top_n)
+    if n < 2:
+        raise ValueError(f"AS-norm top_n must be >= 2, got {top_n!r}")
+    n = min(n, c.shape[0])
+    sims = l2_normalize(x) @ c.T
+    top = np.partition(sims, sims.shape[1] - n, axis=1)[:, sims.shape[1] - n :]
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def asnorm(
+    raw: np.ndarray, mu_e: np.ndarray, sd_e: np.ndarray, mu_t: np.ndarray, sd_t: np.ndarray
+) -> np.ndarray:
+    """s' = ½ [(s − μ_e)/σ_e + (s − μ_t)/σ_t] (σ floored at 1e-6)."""
+    sd_e = np.maximum(sd_e, 1e-6)
+    sd_t = np.maximum(sd_t, 1e-6)
+    return 0.5 * ((raw - mu_e) / sd_e + (raw - mu_t) / sd_t)
+
+
+def asnorm_scores(
+    embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame, cohort: np.ndarray, top_n: int
+) -> np.ndarray:
+    """AS-norm scores of the trials (cohort statistics computed once per utterance)."""
+    mat, e, t = _trial_index(embeddings, trials)
+    mu, sd = cohort_stats(mat, cohort, top_n)
+    raw = np.einsum("ij,ij->i", mat[e], mat[t])
+    return asnorm(raw, mu[e], sd[e], mu[t], sd[t])
+
+
+@dataclass
+class ScoreNormalization:
+    """How raw cosine scores are normalized: ``cosine`` (none) or ``asnorm`` with a cohort."""
+
+    method: str = "cosine"
+    top_n: int = 100
+    cohort: np.ndarray | None = None
+    cohort_speakers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"score normalization {self.method!r}: expected one of {METHODS}")
+        if self.method == "asnorm":
+            if self.cohort is None or np.asarray(self.cohort).ndim != 2:
+                raise ValueError("AS-norm needs a cohort: a [C, D] array of speaker embeddings")
+            self.cohort = np.asarray(self.cohort, dtype=np.float32)
+            if self.cohort.shape[0] < 2:
+                raise ValueError(f"AS-norm cohort has {self.cohort.shape[0]} entries: need >= 2")
+            if int(self.top_n) < 2:
+                raise ValueError(f"AS-norm top_n must be >= 2, got {self.top_n!r}")
+
+    @property
+    def effective_top_n(self) -> int | None:
+        """N actually used (top_n capped at the cohort size); None for cosine."""
+        if self.method != "asnorm":
+            return None
+        return min(int(self.top_n), int(self.cohort.shape[0]))
+
+    def score(self, embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame) -> np.ndarray:
+        """Scores of the trial rows (`enroll`, `test` name keys of ``embeddings``)."""
+        if self.method == "asnorm":
+            return asnorm_scores(embeddings, trials, self.cohort, self.top_n)
+        return cosine_scores(embeddings, trials)
+
+    def score_pairs(self, enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """Scores of row-aligned embedding pairs ``enroll[i]`` vs ``test[i]`` ([N, D] or [D])."""
+        e = l2_normalize(np.atleast_2d(enroll))
+        t = l2_normalize(np.atleast_2d(test))
+        if e.shape != t.shape:
+            raise ValueError(f"enroll and test embeddings differ in shape: {e.shape} vs {t.shape}")
+        raw = np.einsum("ij,ij->i", e, t)
+        if self.method == "asnorm":
+            mu_e, sd_e = cohort_stats(e, self.cohort, self.top_n)
+            mu_t, sd_t = cohort_stats(t, self.cohort, self.top_n)
+            return asnorm(raw, mu_e, sd_e, mu_t, sd_t)
+        return raw
+
+    def to_dict(self) -> dict[str, Any]:
+        """What travels in the packaged model (the cohort as a float32 array)."""
+        out: dict[str, Any] = {"method": self.method}
+        if self.method == "asnorm":
+            out.update(
+                top_n=int(self.top_n),
+                cohort=np.asarray(self.cohort, dtype=np.float32),
+                cohort_speakers=[str(s) for s in self.cohort_speakers],
+            )
+        return out
+
+    def describe(self) -> str:
+        if self.method == "asnorm":
+            return (
+                f"AS-norm (top-{self.effective_top_n} of {self.cohort.shape[0]} "
+                "training-speaker cohort means)"
+            )
+        return "cosine"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> ScoreNormalization:
+        """Rebuild from :meth:`to_dict`; None (a model packaged before AS-norm) is cosine."""
+        if d is None:
+            return cls("cosine")
+        if not isinstance(d, Mapping) or "method" not in d:
+            raise ValueError(f"scoring settings need a 'method' field, got {d!r}")
+        if d["method"] == "asnorm":
+            return cls(
+                "asnorm",
+                int(d.get("top_n", 100)),
+                np.asarray(d.get("cohort")),
+                list(d.get("cohort_speakers", [])),
+            )
+        return cls(str(d["method"]))
+
+
+@dataclass
+class Scorer:
+    """Packaged scoring: normalization + calibration (scores -> LLRs) + Bayes thresholds."""
+
+    normalization: ScoreNormalization
+    calibration: LinearCalibration | QualityCalibration | None = None
+
+    @classmethod
+    def from_encoder(cls, encoder: Any) -> Scorer:
+        """From a ``SpeakerEncoder``'s ``extras`` (``scoring``, ``calibration``)."""
+        extras = getattr(encoder, "extras", {}) or {}
+        return cls.from_extras(extras)
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, Any]) -> Scorer:
+        cal = extras.get("calibration")
+        return cls(
+            ScoreNormalization.from_dict(extras.get("scoring")),
+            calibration_from_dict(cal) if cal is not None else None,
+        )
+
+    @property
+    def needs_durations(self) -> bool:
+        return isinstance(self.calibration, QualityCalibration)
+
+    def score(self, embeddings: Mapping[str, np.ndarray], trials: pd.DataFrame) -> np.ndarray:
+        return self.normalization.score(embeddings, trials)
+
+    def to_llr(
+        self,
+        scores: np.ndarray,
+        enroll_durations: np.ndarray | None = None,
+        test_durations: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """LLRs of (normalized) scores with the packaged calibration; a quality calibration
+        needs both sides' durations in seconds (q = log min duration)."""
+        if self.calibration is None:
+            raise ValueError("this model carries no calibration: it gives scores, not LLRs")
+        if isinstance(self.calibration, QualityCalibration):
+            if enroll_durations is None or test_durations is None:
+                raise ValueError(
+                    "this model's calibration is quality-aware: pass the enrollment and test "
+                    "durations (seconds)"
+                )
+            q = log_min_duration(
+                np.atleast_1d(enroll_durations).astype(float),
+                np.atleast_1d(test_durations).astype(float),
+            )
+            return self.calibration.transform(np.atleast_1d(scores), q)
+        return self.calibration.transform(np.atleast_1d(scores))
+
+    @staticmethod
+    def threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+        """The LLR threshold of the Bayes decision at an operating point:
+        θ = log(C_fa·(1−P) / (C_miss·P)); accept iff llr >= θ."""
+        return bayes_threshold(p_target, c_miss, c_fa)
+
+    def verify(
+        self,
+        enroll: np.ndarray,
+        test: np.ndarray,
+        p_target: float = 0.01,
+        durations: tuple[float, float] | None = None,
+        c_miss: float = 1.0,
+        c_fa: float = 1.0,
+    ) -> dict[str, Any]:
+        """Score one pair of embeddings: the normalized score, its LLR, the Bayes threshold at
+        ``p_target`` and the decision (accept iff llr >= threshold)."""
+        s = self.normalization.score_pairs(enroll, test)
+        d_e, d_t = durations if durations is not None else (None, None)
+        llr = float(self.to_llr(s, d_e, d_t)[0])
+        theta = self.threshold(p_target, c_miss, c_fa)
+        return {
+            "score": float(s[0]),
+            "llr": llr,
+            "threshold": theta,
+            "accept": bool(llr >= theta),
+            "p_target": float(p_target),
+        }

@@ -1,6 +1,10 @@
 """The `register` stage: package the trained encoder, register a version, alias `challenger`.
 
-The packaged encoder gets the calibration fitted by `evaluate` and the eval metrics inside;
+The packaged encoder gets, inside its `extras`, what scoring needs downstream: the score
+normalization (`scoring`: cosine, or AS-norm with its top-N and the cohort of
+training-speaker means), the calibration fitted by `evaluate` (`calibration`), the shipped
+operating point with its LLR threshold (`operating_point`, from the policy) and the eval
+metrics;
 the version carries lineage tags (git commit, manifest and trial-list hashes, composed
 parameters) and the drift reference (eval + calibration embeddings) as run artifacts.
 Writes `register.out_dir/registered.json`.
@@ -15,8 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from speakerops.config import flatten
 from speakerops.data.manifest import file_sha256
+from speakerops.eval.calibration import calibration_from_dict
+from speakerops.eval.evaluate import load_cohort
+from speakerops.eval.metrics import bayes_threshold
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.registry import tracking
+from speakerops.registry.gate import operating_point
 from speakerops.registry.lineage import git_commit, params_digest
 from speakerops.registry.package import log_encoder_model
 
@@ -37,7 +45,16 @@ def register(cfg: DictConfig) -> dict:
     train_summary = json.loads((train_dir / "train.json").read_text())
 
     encoder = SpeakerEncoder.load(train_dir / "encoder.pt")
-    encoder.extras["calibration"] = json.loads((eval_dir / "calibration.json").read_text())
+    calibration = json.loads((eval_dir / "calibration.json").read_text())
+    calibration_from_dict(calibration)  # refuse to package a malformed calibration
+    scoring = load_cohort(eval_dir)
+    op = operating_point(cfg.register.get("policy"))
+    encoder.extras["calibration"] = calibration
+    encoder.extras["scoring"] = scoring.to_dict()
+    encoder.extras["operating_point"] = {
+        **op,
+        "llr_threshold": bayes_threshold(op["p_target"], op["c_miss"], op["c_fa"]),
+    }
     encoder.extras["eval_metrics"] = metrics
     packaged = encoder.save(out / "encoder.pt")
 
@@ -52,9 +69,11 @@ def register(cfg: DictConfig) -> dict:
         "train_run_id": train_summary["run_id"],
         "sample_rate": str(encoder.sample_rate),
         "model_target": str(cfg.model.get("_target_", "")),
+        "score_normalization": scoring.describe(),
+        "calibration_kind": str(calibration.get("kind")),
     }
     params_json = json.dumps(flatten(cfg), sort_keys=True)
-    if len(params_json) <= 5000:
+    if len(params_json) <= _tag_value_limit():
         tags["params"] = params_json
     client = MlflowClient()
     with mlflow.start_run(run_id=train_summary["run_id"]):
@@ -82,6 +101,16 @@ def register(cfg: DictConfig) -> dict:
         json.dumps({k: v for k, v in result.items() if k != "params"}, indent=2)
     )
     return result
+
+
+def _tag_value_limit() -> int:
+    """Longest model-version tag value the installed MLflow accepts (100 000 in MLflow 3;
+    5000 in older stores)."""
+    try:
+        from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
+    except ImportError:  # pragma: no cover - older MLflow
+        return 5000
+    return int(MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH)
 
 
 def _log_reference(eval_dir: Path, prepared: Path) -> None:
