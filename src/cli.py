@@ -78,7 +78,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from speakerops.train.sweep import sweep
 
     if args.config:
-        raise ValueError("sweep composes conf/ with hparams_search=<name>; --config is not supported")
+        raise ValueError(
+            "sweep composes conf/ with hparams_search=<name>; --config is not supported"
+        )
     offline_env()
     _print_json(sweep(args.overrides))
     return 0
@@ -301,6 +303,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from speakerops.demo import run_demo
 
     return run_demo(args.overrides)
+
+
+@command(
+    "drift-demo",
+    "after `demo`: a same-distribution and a shifted-channel production batch through drift monitoring",
+)
+def cmd_drift_demo(args: argparse.Namespace) -> int:
+    from speakerops.drift.demo import run_drift_demo
+
+    return run_drift_demo(args.overrides)
 
 
 @command("ui", "start the MLflow UI on the embedded store (http://127.0.0.1:5000)")

@@ -3,6 +3,7 @@ validation over full utterances of the calibration speakers scored on their tria
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,10 @@ def random_crop(wav: torch.Tensor, length: int, generator: torch.Generator) -> t
 
 
 class CropDataset(Dataset):
-    """(augmented crop, label) pairs; label = speaker index + speed index · n_speakers."""
+    """(augmented crop, label) pairs; label = speaker index + speed index · n_speakers.
+
+    Each recording yields `crops_per_utterance` independent random crops per epoch (more
+    optimizer steps between validations on small corpora)."""
 
     def __init__(
         self,
@@ -63,7 +67,11 @@ class CropDataset(Dataset):
         crop_samples: int,
         augment=None,
         seed: int = 0,
+        crops_per_utterance: int = 1,
     ) -> None:
+        if crops_per_utterance < 1:
+            raise ValueError(f"data.loader.crops_per_utterance={crops_per_utterance} must be >= 1")
+        self.crops_per_utterance = crops_per_utterance
         self.store, self.labels, self.n_speakers = store, labels, n_speakers
         self.crop_samples, self.augment, self.seed = crop_samples, augment, seed
         self.epoch = 0
@@ -73,15 +81,17 @@ class CropDataset(Dataset):
         if self._generator is None:
             info = get_worker_info()
             worker = info.id if info is not None else 0
+            rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
             self._generator = torch.Generator().manual_seed(
-                self.seed * 1000 + worker + 7919 * self.epoch
+                self.seed * 1000 + worker + 100 * rank + 7919 * self.epoch
             )
         return self._generator
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) * self.crops_per_utterance
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i %= len(self.labels)
         gen = self._gen()
         wav = random_crop(torch.from_numpy(self.store[i]), self.crop_samples, gen)
         speed_index = 0
@@ -117,8 +127,10 @@ class SpeakerDataModule(pl.LightningDataModule):
         seed: int = 0,
         augment=None,
         max_val_utterances: int | None = None,
+        crops_per_utterance: int = 1,
     ) -> None:
         super().__init__()
+        self.crops_per_utterance = crops_per_utterance
         self.prepared_dir = Path(prepared_dir)
         self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
         self.batch_size, self.num_workers, self.preload = batch_size, num_workers, preload
@@ -144,6 +156,7 @@ class SpeakerDataModule(pl.LightningDataModule):
             int(self.crop_seconds * self.sample_rate),
             self.augment,
             self.seed,
+            self.crops_per_utterance,
         )
         trials, self.val_trials_sha256 = read_trials(self.prepared_dir / "trials_calibration.csv")
         val_utts = sorted(set(trials["enroll"]) | set(trials["test"]))
