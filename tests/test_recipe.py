@@ -1,7 +1,7 @@
 """The real-data recipe `experiment=librispeech_small`: it composes, points at the shared
 LibriSpeech folders, and `prepare` on them gives speaker-disjoint train / calibration splits
 of segmented train-clean-100 readers plus the 10 test-other readers as eval, with the columns
-that make the single-session caveat visible (`source_utt`, `start`/`end`, `chapter`).
+that make the single-session caveat visible (`source_utt`, `start`/`end`, `path`).
 
 Reads ../shared/data (skipped with the reason when absent); no training (a few seconds).
 """
@@ -43,7 +43,7 @@ def _same(a: str, b: Path) -> bool:
     return (REPO / a).resolve() == b.resolve()
 
 
-def test_preset_composes_and_points_at_shared_data(recipe) -> None:
+def test_preset_composes_and_points_at_shared_data(recipe, monkeypatch) -> None:
     default, cfg, *_ = recipe
     d = default.data
     assert d.corpus == "librispeech" and d.eval_corpus.corpus == "librispeech"
@@ -58,6 +58,11 @@ def test_preset_composes_and_points_at_shared_data(recipe) -> None:
     noise = default.augment.pipeline.augmentations.noise
     assert _same(noise.noise_dir, SHARED_DATA / "noise") and noise.p > 0
     assert cfg.augment.pipeline.speed is None  # classes = speakers
+    from hydra.utils import instantiate
+
+    monkeypatch.chdir(REPO)
+    pipeline = instantiate(default.augment.pipeline)  # the real noise folder loads
+    assert pipeline.num_label_copies == 1
     assert default.trainer.max_epochs >= 1 and default.model.channels % 8 == 0
 
 

@@ -207,6 +207,37 @@ def test_generate_corpus_degrade_and_rate(tmp_path):
         syn.generate_corpus(tmp_path / "bad", n_speakers=0, utts_per_speaker=1, progress=False)
 
 
+def test_reference_systems_read_the_corpus_files(tmp_path):
+    df = syn.generate_corpus(
+        tmp_path, 6, 3, seed=5, min_duration_s=1.0, max_duration_s=1.2, progress=False
+    )
+    spk = {p.speaker_id: p for p in syn.make_speakers(6, seed=5)}
+    ys = [
+        syn.synthesize_utterance(spk[r.speaker], r.seed, r.duration, channel=r.channel)
+        for r in df.itertuples()
+    ]
+    from_files = bl.mean_mfcc_embeddings([tmp_path / p for p in df["path"]], 16000)
+    assert from_files.shape == (18, 20)
+    from_arrays = bl.mean_mfcc_embeddings(ys, 16000)
+    # equal up to 16-bit quantization (which only matters in near-empty bands)
+    cos = np.sum(from_files * from_arrays, 1) / (
+        np.linalg.norm(from_files, axis=1) * np.linalg.norm(from_arrays, axis=1)
+    )
+    assert cos.min() > 0.99
+    e = bl.mean_mfcc_eer(df, root=tmp_path)
+    assert e == bl.mean_mfcc_eer(
+        df, waveforms=bl.load_waveforms([tmp_path / p for p in df["path"]], 16000)
+    )
+    assert 0.0 <= e <= 1.0
+    r = bl.reference_eers(df, test_speakers=["syn0003", "syn0004", "syn0005"], root=tmp_path)
+    assert r["n_test_speakers"] == 3 and r["n_train_speakers"] == 3
+    assert 0.0 <= r["mean_mfcc_eer"] <= 1.0 and 0.0 <= r["lda_proxy_eer"] <= 1.0
+    with pytest.raises(ValueError, match="lacks column"):
+        bl.mean_mfcc_eer(df.drop(columns="path"), root=tmp_path)
+    with pytest.raises(ValueError, match="cannot read audio file"):
+        bl.load_waveforms([tmp_path / "speakers.csv"], 16000)
+
+
 # --- it is a real task ----------------------------------------------------------------------
 N_TRAIN, N_TEST, UTTS = 40, 20, 4
 
