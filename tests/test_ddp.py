@@ -27,6 +27,7 @@ RUN = [
     *CORPUS,
     "data.loader.num_workers=0",
     "data.loader.crop_seconds=1.0",
+    "data.loader.crops_per_utterance=1",
     "augment=none",
     "model.channels=16",
     "model.attention_channels=8",

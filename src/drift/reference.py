@@ -17,7 +17,6 @@ version's run) holds:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from speakerops.data.manifest import file_sha256
 
 REFERENCE_FORMAT = "speakerops-drift-reference"
 REFERENCE_FORMAT_VERSION = 1
@@ -56,14 +57,6 @@ class Reference:
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_reference(
@@ -110,7 +103,7 @@ def save_reference(
         "n_speakers": int(metadata["speaker"].nunique()) if "speaker" in metadata else None,
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
-        "files": {name: _sha256(out / name) for name in _FILES},
+        "files": {name: file_sha256(out / name) for name in _FILES},
         **(extra or {}),
     }
     (out / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -133,7 +126,7 @@ def load_reference(path: str | Path) -> Reference:
         if not f.is_file():
             raise FileNotFoundError(f"drift reference {path}: {name} is missing")
         want = info.get("files", {}).get(name)
-        if want and _sha256(f) != want:
+        if want and file_sha256(f) != want:
             raise ValueError(
                 f"drift reference {path}: {name} does not match its SHA-256 in reference.json"
             )

@@ -11,7 +11,6 @@ the manifest path (relative to the project root when inside it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -48,14 +47,6 @@ def validate_manifest(path: str | Path) -> pd.DataFrame:
             f"labelled manifest {path}: {int(df['speaker'].isna().sum())} row(s) have no speaker label"
         )
     return df
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_executable(name: str) -> str:

@@ -90,7 +90,8 @@ def _run_dir(d) -> Path:
 
 
 def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
-    from speakerops.drift.retrain import file_sha256, retraining_command, trigger_retraining
+    from speakerops.data.manifest import file_sha256
+    from speakerops.drift.retrain import retraining_command, trigger_retraining
     from speakerops.drift.tickets import load_ticket, record_retraining
 
     r = d.retrain
