@@ -322,11 +322,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from speakerops.registry import tracking
 
     uri = tracking.tracking_uri()
-    argv = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", "5000"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+    ]
     if tracking.artifact_location():
         argv += ["--default-artifact-root", tracking.artifact_location()]
     print(" ".join(argv))
-    os.execvp(argv[0], argv + list(args.overrides))
+    os.execv(sys.executable, argv + list(args.overrides))
     return 0
 
 
