@@ -25,7 +25,7 @@ pytestmark = [
 # C=1024 14.7 M (Desplanques et al. 2020), ResNet34 6.63 M (WeSpeaker), CAM++ 7.18 M with a
 # 512-dim embedding (3D-Speaker; 6.85 M with 192), x-vector 4.35 M with 80-dim input.
 ZOO = {
-    "ecapa_small": (192, 0.60, 0.70),
+    "ecapa_small": (192, 0.20, 0.30),
     "ecapa512": (192, 6.15, 6.25),
     "ecapa1024": (192, 14.6, 14.7),
     "resnet34": (256, 6.60, 6.66),
