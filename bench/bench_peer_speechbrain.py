@@ -8,8 +8,9 @@ LibriSpeech test-other and are scored on the same trial list with the same metri
   `speakerops` CropDataset with the same seed, so both see the same sequence of random 2 s
   crops with the same augmentation (real noise + simulated rooms of the recipe);
 - features: speakerops' `Fbank` for both (80 log Mel, 25 ms / 10 ms, per-utterance mean
-  normalization: the same as SpeechBrain's `Fbank` + sentence-level mean `InputNormalization`
-  of its VoxCeleb recipe), and the recipe's SpecAugment for both;
+  normalization; SpeechBrain's VoxCeleb recipe uses its own `Fbank`, 80 log Mel in dB, with
+  sentence-level mean `InputNormalization`: the same features up to a scale), and the recipe's SpecAugment for both (same settings; its masks
+  come from the global RNG, so the same distribution but not the same draws);
 - model: speakerops `ECAPATDNN(channels=C)` vs SpeechBrain
   `ECAPA_TDNN(input_size=80, channels=[C, C, C, C, 3C], lin_neurons=192)` with the same
   attention width and Res2Net scale (SpeechBrain's SE width is 128, as speakerops');
