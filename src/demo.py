@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from speakerops.config import compose, write_params
-from speakerops.registry.tracking import OFFLINE_ENV
+from speakerops.registry.tracking import child_env
 
 
 def shared_data_dir() -> Path:
@@ -23,17 +23,10 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("SPEAKEROPS_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
 
 
-def stage_env() -> dict[str, str]:
-    """Environment for DVC stages: this interpreter's bin first on PATH, telemetry off."""
-    env = dict(os.environ, **OFFLINE_ENV)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def run_pipeline(overrides: list[str]) -> int:
     """Compose params.yaml and run `dvc repro`; returns DVC's exit code."""
     write_params(compose(overrides))
-    return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=stage_env())
+    return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=child_env())
 
 
 def _read(path: Path) -> dict:

@@ -173,3 +173,20 @@ def test_drift_job_retrains_once_per_ticket_and_manifest(dvc_project, tmp_path):
     ticket = json.loads(next((tmp_path / "tickets").glob("drift-*.json")).read_text())
     assert len(ticket["retrain"]) == 1 and ticket["retrain"][0]["manifest_sha256"]
     assert len(ticket["events"]) == 2
+
+
+def test_stages_find_this_install_without_an_activated_venv(dvc_project, tmp_path, monkeypatch):
+    """DVC stage commands call `speakerops`; a scheduled job often runs `.venv/bin/speakerops
+    drift` without activating the venv, so the retraining run must put this install first."""
+    (dvc_project / "dvc.yaml").write_text(
+        "stages:\n  train:\n"
+        "    cmd: speakerops params --help > out.json\n"
+        "    params: [data.extra_manifests]\n"
+        "    outs: [out.json]\n"
+    )
+    _sh(["git", "commit", "-qam", "stage calls speakerops"], dvc_project)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    log = tmp_path / "r.log"
+    cfg = {"retrain": {"cwd": str(dvc_project), "command_without_manifest": ["dvc", "repro"]}}
+    assert trigger_retraining(cfg, None, log_path=log) == 0, log.read_text()
+    assert "params.yaml" in (dvc_project / "out.json").read_text()

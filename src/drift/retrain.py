@@ -2,7 +2,7 @@
 
 ``trigger_retraining`` runs the configured command (default
 ``dvc exp run --set-param data.extra_manifests=[<manifest>]``) in the project root with
-``DVC_NO_ANALYTICS=1``. The training config's ``data.extra_manifests`` lists manifest CSVs
+telemetry off and this interpreter's bin folder first on PATH (the stages call `speakerops`). The training config's ``data.extra_manifests`` lists manifest CSVs
 whose rows join the training split, so the experiment retrains on the original data plus
 the newly labelled production data; the result is a new challenger that then goes
 through promotion (``speakerops promote``). ``{manifest}`` in the command is replaced by
@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from speakerops.drift.config import drift_config
+from speakerops.registry.tracking import child_env
 
 log = logging.getLogger("speakerops.drift")
 MANIFEST_COLUMNS = ("utt_id", "path", "speaker", "duration", "sample_rate")
@@ -91,7 +92,7 @@ def trigger_retraining(
     if labelled_manifest is not None:
         validate_manifest(labelled_manifest)
     argv, root = retraining_command(cfg, labelled_manifest)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+    env = child_env()
     log.info("retraining: %s (in %s)", " ".join(argv), root)
     timeout = None if r.timeout_s in (None, 0) else float(r.timeout_s)
     try:

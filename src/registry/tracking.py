@@ -7,6 +7,7 @@ Embedded default: `sqlite:///<registry_dir>/mlflow.db` with artifacts in
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 OFFLINE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
@@ -17,6 +18,15 @@ def offline_env() -> None:
     """Turn off the telemetry of MLflow and DVC (the network is closed; never phone home)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def child_env() -> dict[str, str]:
+    """Environment for child processes (DVC and the stage commands it runs): telemetry off and
+    this interpreter's bin folder first on PATH, so `speakerops` and `dvc` resolve to this
+    install even when its virtual environment is not activated."""
+    env = dict(os.environ, **OFFLINE_ENV)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def tracking_uri(registry_dir: str | Path = "registry") -> str:
