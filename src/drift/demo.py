@@ -23,14 +23,16 @@ DEMO_KEY = "speakerops-drift-demo-key (not a secret: set SPEAKEROPS_PSEUDONYM_KE
 def production_batch(
     out_dir: Path, name: str, seed: int, n_speakers: int, degrade: dict | None
 ) -> Path:
-    """Generate a labelled production batch and write its manifest (speaker ids prefixed)."""
+    """Generate a labelled production batch and write its manifest: speaker ids prefixed,
+    utterance ids opaque (`prod-<batch>-<n>`: the production log refuses ids that contain a
+    raw speaker id)."""
     from speakerops.data.synthetic import generate_corpus
 
     df = generate_corpus(out_dir, n_speakers, 3, seed=seed, degrade=degrade, workers=2)
     df = df.assign(
         path=[str((out_dir / p).resolve()) for p in df["path"]],
         speaker=[f"prod-{name}-{s}" for s in df["speaker"]],
-        utt_id=[f"prod-{name}-{u}" for u in df["utt_id"]],
+        utt_id=[f"prod-{name}-{i:05d}" for i in range(len(df))],
         split="train",
     )
     manifest = out_dir / "manifest.csv"
@@ -60,7 +62,8 @@ def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
         )
         if rc:
             print(
-                "drift-demo: embedding failed; does a champion exist? run `speakerops demo` first",
+                "drift-demo: embedding failed (the reason is above); it needs the champion"
+                " that `speakerops demo` registers",
                 file=sys.stderr,
             )
             return 2
