@@ -257,9 +257,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0 if batch.utt_ids else 2
 
 
+def _str_or_none(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
-    """Log embeddings with model version, duration, native rate, blind SNR, channel and, for a
-    manifest input with a `speaker` column, HMAC pseudonyms of the speakers."""
+    """Log embeddings with model version, duration, native rate, blind SNR, channel (`channel=`,
+    else a manifest's `channel` column) and, for a manifest with a `speaker` column, HMAC
+    pseudonyms of the speakers."""
     from pathlib import Path
 
     from speakerops.drift.log import append_production_log
@@ -268,13 +273,15 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
 
     name, version = resolve_model_version(opts["model"])
     speakers = None
+    channels = [opts.get("channel")] * len(batch.utt_ids)
     if Path(opts["input"]).suffix.lower() == ".csv":
         import pandas as pd
 
-        manifest = pd.read_csv(opts["input"], dtype=str)
+        manifest = pd.read_csv(opts["input"], dtype=str).set_index("utt_id")
         if "speaker" in manifest.columns:
-            by_utt = dict(zip(manifest["utt_id"], manifest["speaker"], strict=True))
-            speakers = [by_utt.get(u) for u in batch.utt_ids]
+            speakers = [manifest["speaker"].get(u) for u in batch.utt_ids]
+        if "channel" in manifest.columns and "channel" not in opts:
+            channels = [_str_or_none(manifest["channel"].get(u)) for u in batch.utt_ids]
     return append_production_log(
         opts["log_dir"],
         batch.embeddings,
@@ -284,7 +291,7 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
         durations_s=batch.durations,
         sample_rates=batch.sample_rates,
         snr_db=[estimate_snr_db(w, sample_rate) for w in batch.waveforms],
-        channels=[opts.get("channel")] * len(batch.utt_ids),
+        channels=channels,
         speaker_ids=speakers,
     )
 

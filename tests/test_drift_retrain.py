@@ -128,7 +128,8 @@ def test_manifest_validation(tmp_path):
         retraining_command({"retrain": {"command_without_manifest": ["no-such-binary-xyz"]}}, None)
 
 
-def test_drift_job_retrains_once_per_ticket_and_manifest(dvc_project, tmp_path):
+def _drifted_world(dvc_project: Path, tmp_path: Path) -> dict:
+    """A reference, a drifted window in the log, a labelled manifest: the drift job's config."""
     emb, meta = synthetic_population(1500, n_speakers=600, p_phone=0.1, seed=1000)
     save_reference(
         tmp_path / "ref",
@@ -159,6 +160,11 @@ def test_drift_job_retrains_once_per_ticket_and_manifest(dvc_project, tmp_path):
             "retrain": {"labelled_manifest": str(manifest), "cwd": str(dvc_project)},
         }
     }
+    return cfg
+
+
+def test_drift_job_retrains_once_per_ticket_and_manifest(dvc_project, tmp_path):
+    cfg = _drifted_world(dvc_project, tmp_path)
     assert main(cfg) == 1
     runs = sorted((tmp_path / "out").iterdir())
     first = json.loads((runs[0] / "summary.json").read_text())
@@ -190,3 +196,43 @@ def test_stages_find_this_install_without_an_activated_venv(dvc_project, tmp_pat
     cfg = {"retrain": {"cwd": str(dvc_project), "command_without_manifest": ["dvc", "repro"]}}
     assert trigger_retraining(cfg, None, log_path=log) == 0, log.read_text()
     assert "params.yaml" in (dvc_project / "out.json").read_text()
+
+
+def _stage(dvc_project: Path, script: str) -> None:
+    (dvc_project / "stage.py").write_text(script)
+    (dvc_project / "dvc.yaml").write_text(
+        "stages:\n  gate:\n"
+        f"    cmd: {sys.executable} stage.py\n"
+        "    params: [data.extra_manifests]\n"
+    )
+    _sh(["git", "add", "stage.py"], dvc_project)
+    _sh(["git", "commit", "-qam", "gate stage"], dvc_project)
+
+
+def test_a_challenger_refused_by_the_gate_is_a_verdict_not_a_failure(dvc_project, tmp_path):
+    """The pipeline's gate stage exits 1 when it refuses; the drift job reports the new
+    challenger's verdict from the gate.json that run wrote (and still exits 1: drift)."""
+    cfg = _drifted_world(dvc_project, tmp_path)
+    _stage(
+        dvc_project,
+        "import json, os, sys; os.makedirs('artifacts/register', exist_ok=True); "
+        "json.dump({'model_name': 'speaker-encoder', 'version': '2', 'passed': False}, "
+        "open('artifacts/register/gate.json', 'w')); sys.exit(1)",
+    )
+    assert main(cfg) == 1
+    summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
+    r = summary["retrain"]
+    assert r["status"] == "refused" and r["returncode"] != 0
+    assert r["gate"]["version"] == "2" and r["gate"]["passed"] is False
+
+
+def test_a_retraining_that_breaks_before_its_gate_is_an_error(dvc_project, tmp_path):
+    cfg = _drifted_world(dvc_project, tmp_path)
+    stale = dvc_project / "artifacts" / "register" / "gate.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"version": "1", "passed": False}))
+    os.utime(stale, (0, 0))  # an old verdict is not this run's
+    _stage(dvc_project, "import sys; sys.exit('training diverged')")
+    assert main(cfg) == 2
+    summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
+    assert summary["retrain"]["status"] == "failed" and summary["retrain"]["gate"] is None

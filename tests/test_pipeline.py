@@ -237,6 +237,42 @@ def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -
         np.testing.assert_allclose(np.sort(z["embedding"].sum(1)), np.sort(emb.sum(1)), atol=1e-4)
 
 
+def test_embed_manifest_into_the_production_log(project: Path, tmp_path: Path) -> None:
+    """A labelled manifest's `channel` column reaches the log; speakers only as HMAC keys."""
+    from speakerops.drift.log import read_production_log
+
+    write_wav(tmp_path / "a.wav", tone(2.0, 16000))
+    write_wav(tmp_path / "b.flac", tone(2.0, 8000, 150.0), 8000)
+    manifest = tmp_path / "labelled.csv"
+    pd.DataFrame(
+        {
+            "utt_id": ["req-001", "req-002"],
+            "path": [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")],
+            "speaker": ["alice", "bob"],
+            "channel": ["headset", "phone"],
+        }
+    ).to_csv(manifest, index=False)
+    log_dir = tmp_path / "log"
+    env_key = {"SPEAKEROPS_PSEUDONYM_KEY": "a test key of at least 16 bytes"}
+    cmd = [
+        "speakerops",
+        "embed",
+        "model=models:/speaker-encoder@challenger",
+        f"input={manifest}",
+        f"output={tmp_path / 'e.parquet'}",
+        f"log_dir={log_dir}",
+    ]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **env_key)
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = read_production_log(log_dir).set_index("utt_id").sort_index()
+    assert log["channel"].tolist() == ["headset", "phone"]
+    assert log["sample_rate"].tolist() == [16000, 8000]
+    keys = log["speaker_key"].tolist()
+    assert all(len(k) == 64 for k in keys) and keys[0] != keys[1]
+    assert not any("alice" in str(v) or "bob" in str(v) for v in log.astype(str).values.ravel())
+
+
 def test_python_api_and_pyfunc_embed_from_the_registry(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

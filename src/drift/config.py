@@ -45,8 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "min_rows": 100,
     },
     "columns": {
-        "duration_s": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.1},
-        "snr_db": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.1},
+        "duration_s": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.2},
+        "snr_db": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.2},
         "sample_rate": {"type": _CAT, "stattest": "jensenshannon", "threshold": 0.1},
         "channel": {"type": _CAT, "stattest": "jensenshannon", "threshold": 0.1},
     },
@@ -54,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "cohort_top_k": 10,
         "max_cohort": 500,
         "tests": {
-            "score_cohort_topk": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.1},
-            "score_random_pair": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.1},
+            "score_cohort_topk": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.3},
+            "score_random_pair": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.3},
         },
     },
     "report": {"enabled": True, "max_rows": 300},
@@ -77,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "command_without_manifest": ["dvc", "exp", "run"],
         "cwd": None,
         "timeout_s": None,
+        "gate_verdict": "artifacts/register/gate.json",
     },
 }
 

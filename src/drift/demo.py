@@ -83,15 +83,24 @@ def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
             (Path(cfg.drift.output_dir) / f"demo-{name}" / "summary.json").read_text()
         )
         fired = summary.get("result", {}).get("fired", [])
+        verdict = {0: "no drift", 1: "DRIFT"}.get(rc, f"error: {summary.get('reason', '-')}")
         print(
-            f"batch '{name}': exit {rc} -> {'DRIFT' if rc == 1 else 'no drift' if rc == 0 else 'error'}"
-            f"{'; fired: ' + ', '.join(fired) if fired else ''}; report {summary.get('report_html', '-')}"
+            f"batch '{name}': exit {rc} -> {verdict}"
+            f"{'; fired: ' + ', '.join(fired) if fired else ''}\n"
+            f"  report {summary.get('report_html', '-')}"
         )
+        ticket = summary.get("ticket")
+        if ticket:
+            print(f"  ticket {ticket['action']}: {ticket['markdown']}")
+        retrain = summary.get("retrain") or {}
+        gate = retrain.get("gate")
+        if retrain.get("status") not in (None, "disabled"):
+            print(f"  retraining ({' '.join(retrain.get('command', []))}): {retrain['status']}")
+        if gate:
+            print(
+                f"  new challenger v{gate['version']}: gate "
+                f"{'PASSED (now champion)' if gate['passed'] else 'REFUSED (champion kept)'};"
+                f" report {Path(gate['path']).parent / 'promotion' / 'report.md'}"
+            )
     print(f"tickets in {cfg.drift.tickets.dir}/: {len(tickets)}")
-    gate = Path(cfg.register.out_dir) / "gate.json"
-    if retrain and gate.is_file():
-        g = json.loads(gate.read_text())
-        print(
-            f"retrained challenger v{g['version']}: gate {'PASSED' if g['passed'] else 'REFUSED'}"
-        )
     return 0 if results.get("same") == 0 and results.get("shifted") == 1 else 1

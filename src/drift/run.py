@@ -7,7 +7,8 @@ Every run writes ``<output_dir>/<run>/summary.json`` (also on refusal/error) and
 check ran, ``report.html``.
 
 Exit codes: 0 no drift, 1 drift found (ticket opened/updated; retraining triggered when
-configured and it succeeded), 2 refusal or error (the reason is in the summary and on stderr).
+configured and it ran: its new challenger passed or was refused by the promotion gate, whose
+verdict the summary records), 2 refusal or error (the reason is in the summary and on stderr).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
                 "reason": f"this ticket already retrained with manifest sha256 {sha[:12]}",
             }
     argv, root = retraining_command(d, manifest)
+    started = time.time()
     rc = trigger_retraining(d, manifest, log_path=out_dir / "retrain.log")
     entry = {
         "command": argv,
@@ -124,10 +126,29 @@ def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
         "manifest_sha256": sha,
         "returncode": rc,
         "log": str(out_dir / "retrain.log"),
+        "gate": _fresh_gate_verdict(root / str(r.gate_verdict), started),
     }
     if ticket_id is not None:
         record_retraining(d.tickets.dir, ticket_id, entry)
-    return {"status": "ok" if rc == 0 else "failed", **entry}
+    gate = entry["gate"]
+    if gate is not None and not gate["passed"]:
+        status = "refused"  # the pipeline ran to its gate, which kept the champion
+    else:
+        status = "ok" if rc == 0 else "failed"
+    return {"status": status, **entry}
+
+
+def _fresh_gate_verdict(path: Path, since: float) -> dict[str, Any] | None:
+    """The gate verdict the retraining run wrote (``None`` when it wrote none)."""
+    if not path.is_file() or path.stat().st_mtime < since:
+        return None
+    v = json.loads(path.read_text())
+    return {
+        "model_name": v.get("model_name"),
+        "version": v.get("version"),
+        "passed": bool(v.get("passed")),
+        "path": str(path),
+    }
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -153,7 +174,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
             + (f" ({t['github_url']})" if t.get("github_url") else "")
         )
     if summary.get("retrain"):
-        print(f"  retraining: {summary['retrain'].get('status')}")
+        r = summary["retrain"]
+        gate = r.get("gate")
+        verdict = (
+            f"; challenger v{gate['version']} {'PASSED' if gate['passed'] else 'REFUSED by'} the"
+            f" gate ({gate['path']})"
+            if gate
+            else ""
+        )
+        print(f"  retraining: {r.get('status')}{verdict}")
 
 
 def main(cfg) -> int:
