@@ -23,11 +23,31 @@ import torch
 from omegaconf import OmegaConf
 
 
+def warm_throughput_class():
+    from speakerops.train.run import Throughput
+
+    class WarmThroughput(Throughput):
+        """`Throughput` that starts counting after the first `warmup` batches (worker start-up,
+        allocator and thread-pool warm-up are not steady-state training)."""
+
+        def __init__(self, warmup: int) -> None:
+            super().__init__()
+            self.warmup = warmup
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            if trainer.global_step <= self.warmup:
+                self.segments, self.seconds = 0, 0.0
+
+    return WarmThroughput
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--speakers", type=int, default=40)
     ap.add_argument("--utts", type=int, default=6)
     ap.add_argument("--batches", type=int, default=20, help="training batches to time")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed batches / files first")
     args = ap.parse_args()
 
     import pytorch_lightning as pl
@@ -37,7 +57,9 @@ def main() -> None:
     from speakerops.eval.embed import embed_files
     from speakerops.models.encoder import SpeakerEncoder
     from speakerops.models.features import FeatureConfig
-    from speakerops.train.run import Throughput, build_datamodule, build_module
+    from speakerops.train.run import build_datamodule, build_module
+
+    WarmThroughput = warm_throughput_class()
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(
@@ -52,11 +74,11 @@ def main() -> None:
         dm = build_datamodule(cfg)
         dm.setup("fit")
         module = build_module(cfg, dm.num_classes)
-        meter = Throughput()
+        meter = WarmThroughput(args.warmup)
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=1,
-            max_steps=args.batches,
+            max_steps=args.warmup + args.batches,
             limit_val_batches=0,
             logger=False,
             enable_checkpointing=False,
@@ -75,8 +97,9 @@ def main() -> None:
         wav = torch.randn(bs, crop) * 0.1
         labels = torch.randint(0, dm.num_classes, (bs,))
         ref_module.train()
-        start = time.perf_counter()
-        for _ in range(args.batches):
+        for step in range(args.warmup + args.batches):
+            if step == args.warmup:
+                start = time.perf_counter()
             loss, _ = ref_module.head(ref_module(wav), labels)
             opt.zero_grad()
             loss.backward()
@@ -89,12 +112,16 @@ def main() -> None:
         manifest = __import__("pandas").read_csv(Path(tmp) / "prep" / "manifest.csv")
         paths = manifest["path"].tolist()[:60]
         audio_s = float(manifest["duration"].iloc[:60].sum())
+        embed_files(encoder, paths[: args.warmup], progress=False)  # warm-up, untimed
         start = time.perf_counter()
         embed_files(encoder, paths, progress=False)
         rtf_ours = (time.perf_counter() - start) / audio_s
         from speakerops.data.audio import load_audio
 
         waves = [torch.from_numpy(load_audio(p, 16000)[0])[None] for p in paths]
+        with torch.no_grad():
+            for w in waves[: args.warmup]:
+                encoder(w)
         start = time.perf_counter()
         with torch.no_grad():
             for w in waves:
