@@ -8,7 +8,7 @@ Each figure is printed beside a reference measured in the same process:
   already in memory.
 Real-time factor = processing seconds / audio seconds (lower is faster).
 
-    .venv/bin/python bench/bench_throughput.py [--speakers 40] [--epochs 1]
+    .venv/bin/python bench/bench_throughput.py [--speakers 40] [--batches 20] [overrides ...]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--utts", type=int, default=6)
     ap.add_argument("--batches", type=int, default=20, help="training batches to time")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches / files first")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.loader.num_workers=1")
     args = ap.parse_args()
 
     import pytorch_lightning as pl
@@ -68,6 +69,7 @@ def main() -> None:
                 f"data.synthetic.utts_per_speaker={args.utts}",
                 f"data.synthetic_dir={tmp}/syn",
                 f"data.prepared_dir={tmp}/prep",
+                *args.overrides,
             ]
         )
         prepare(cfg.data, progress=False)

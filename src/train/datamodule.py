@@ -122,7 +122,7 @@ class SpeakerDataModule(pl.LightningDataModule):
         sample_rate: int,
         crop_seconds: float = 2.0,
         batch_size: int = 64,
-        num_workers: int = 2,
+        num_workers: int = 0,
         preload: bool = True,
         seed: int = 0,
         augment=None,
