@@ -36,7 +36,7 @@ class EncoderPyfunc(PythonModel):
 
         self.encoder = SpeakerEncoder.load(context.artifacts[ENCODER_ARTIFACT])
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         if not isinstance(model_input, pd.DataFrame):
