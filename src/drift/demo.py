@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
         batch_dir = root / name
         manifest = production_batch(batch_dir, name, 5000 + k, 120, degrade)
         log_dir = root / "log" / name
+        shutil.rmtree(log_dir, ignore_errors=True)  # a rerun replays the batch, not appends it
         rc = cli(
             [
                 "embed",
