@@ -73,3 +73,16 @@ def _isolated_mlflow_env():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# A micro synthetic corpus for training tests: 12 speakers x 3 short recordings.
+MICRO_CORPUS = [
+    "data.synthetic.n_speakers=12",
+    "data.synthetic.utts_per_speaker=3",
+    "data.synthetic.min_duration=1.5",
+    "data.synthetic.max_duration=2.0",
+    "data.calibration_fraction=0.25",
+    "data.eval_fraction=0.2",
+    "data.loader.batch_size=8",
+    "data.loader.num_workers=0",
+]

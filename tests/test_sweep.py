@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import MICRO_CORPUS, REPO
 
 MICRO = [
-    "data.synthetic.n_speakers=12",
-    "data.synthetic.utts_per_speaker=3",
-    "data.synthetic.min_duration=1.5",
-    "data.synthetic.max_duration=2.0",
-    "data.calibration_fraction=0.25",
-    "data.eval_fraction=0.2",
-    "data.loader.batch_size=8",
-    "data.loader.num_workers=0",
+    *MICRO_CORPUS,
     "data.loader.crop_seconds=1.0",
     "model.attention_channels=8",
 ]

@@ -12,15 +12,10 @@ from speakerops.config import compose, write_params
 from speakerops.data.prepare import prepare
 from speakerops.train.run import train
 
+from .conftest import MICRO_CORPUS
+
 MICRO = [
-    "data.synthetic.n_speakers=12",
-    "data.synthetic.utts_per_speaker=3",
-    "data.synthetic.min_duration=1.5",
-    "data.synthetic.max_duration=2.0",
-    "data.calibration_fraction=0.25",
-    "data.eval_fraction=0.2",
-    "data.loader.batch_size=8",
-    "data.loader.num_workers=0",
+    *MICRO_CORPUS,
     "model.channels=16",
     "model.attention_channels=8",
     "trainer.enable_progress_bar=false",

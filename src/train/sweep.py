@@ -222,7 +222,21 @@ class Diverged(RuntimeError):
     """Training produced a non-finite loss or embeddings and the pruner did not prune it."""
 
 
-class OptunaPruning(Callback):
+class _ForwardHookCallback(Callback):
+    """A callback that holds one forward hook on the module and always removes it."""
+
+    _hook = None
+
+    def _remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._remove_hook()
+
+
+class OptunaPruning(_ForwardHookCallback):
     """Reports `monitor` after each validation to the Optuna trial and prunes on its pruner's
     word; the pytorch_lightning equivalent of optuna-integration's
     `PyTorchLightningPruningCallback` (single process).
@@ -275,14 +289,6 @@ class OptunaPruning(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._remove_hook()
 
-    def _remove_hook(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._remove_hook()
-
     def on_validation_end(self, trainer, pl_module) -> None:
         import optuna
 
@@ -311,7 +317,7 @@ class OptunaPruning(Callback):
 MIN_DCF_PREFIX = "val_min_dcf_"
 
 
-class ValidationMinDCF(Callback):
+class ValidationMinDCF(_ForwardHookCallback):
     """Logs `val_min_dcf_<p_target>` each validation: minDCF (`speakerops.eval.metrics.min_dcf`,
     C_miss = C_fa = 1) of the cosine scores of the validation trial list, from the embeddings the
     module returns in validation (a forward hook; batches of one utterance in `val_utt_ids`
@@ -333,14 +339,6 @@ class ValidationMinDCF(Callback):
             self._embeddings.append(output.detach().float().cpu().numpy())
 
         self._hook = pl_module.register_forward_hook(keep)
-
-    def _remove_hook(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._remove_hook()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         import numpy as np
