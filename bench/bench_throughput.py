@@ -22,24 +22,21 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from speakerops.train.run import Throughput
 
-def warm_throughput_class():
-    from speakerops.train.run import Throughput
 
-    class WarmThroughput(Throughput):
-        """`Throughput` that starts counting after the first `warmup` batches (worker start-up,
-        allocator and thread-pool warm-up are not steady-state training)."""
+class WarmThroughput(Throughput):
+    """`Throughput` that starts counting after the first `warmup` batches (worker start-up,
+    allocator and thread-pool warm-up are not steady-state training)."""
 
-        def __init__(self, warmup: int) -> None:
-            super().__init__()
-            self.warmup = warmup
+    def __init__(self, warmup: int) -> None:
+        super().__init__()
+        self.warmup = warmup
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            if trainer.global_step <= self.warmup:
-                self.segments, self.seconds = 0, 0.0
-
-    return WarmThroughput
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.global_step <= self.warmup:
+            self.segments, self.seconds = 0, 0.0
 
 
 def main() -> None:
@@ -59,8 +56,6 @@ def main() -> None:
     from speakerops.models.encoder import SpeakerEncoder
     from speakerops.models.features import FeatureConfig
     from speakerops.train.run import build_datamodule, build_module
-
-    WarmThroughput = warm_throughput_class()
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(

@@ -94,10 +94,11 @@ def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
         ticket = summary.get("ticket")
         if ticket:
             print(f"  ticket {ticket['action']}: {ticket['markdown']}")
-        retrain = summary.get("retrain") or {}
-        gate = retrain.get("gate")
-        if retrain.get("status") not in (None, "disabled"):
-            print(f"  retraining ({' '.join(retrain.get('command', []))}): {retrain['status']}")
+        retraining = summary.get("retrain") or {}
+        gate = retraining.get("gate")
+        if retraining.get("status") not in (None, "disabled"):
+            command = " ".join(retraining.get("command", []))
+            print(f"  retraining ({command}): {retraining['status']}")
         if gate:
             print(
                 f"  new challenger v{gate['version']}: gate "

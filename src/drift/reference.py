@@ -18,7 +18,6 @@ version's run) holds:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -205,8 +204,9 @@ def load_champion_reference(
     Returns ``(reference, version)``; the reference carries the model name, version and
     run id. Raises a clear error when the alias or the artifacts are missing.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from speakerops.registry.tracking import offline_env
+
+    offline_env()
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

@@ -2,8 +2,9 @@
 
 ``trigger_retraining`` runs the configured command (default
 ``dvc exp run --set-param data.extra_manifests=[<manifest>]``) in the project root with
-telemetry off and this interpreter's bin folder first on PATH (the stages call `speakerops`). The training config's ``data.extra_manifests`` lists manifest CSVs
-whose rows join the training split, so the experiment retrains on the original data plus
+telemetry off and this interpreter's bin folder first on PATH (the stages call
+``speakerops``). The training config's ``data.extra_manifests`` lists manifest CSVs whose
+rows join the training split, so the experiment retrains on the original data plus
 the newly labelled production data; the result is a new challenger that then goes
 through promotion (``speakerops promote``). ``{manifest}`` in the command is replaced by
 the manifest path (relative to the project root when inside it).
