@@ -122,7 +122,14 @@ def test_asnorm_removes_hub_utterances_and_lowers_eer() -> None:
 def test_cohort_stats_and_normalization_validation() -> None:
     x = np.eye(3)
     mu, sd = cohort_stats(x, np.eye(3), 2)
-    np.testing.assert_allclose(mu, 0.5) and np.testing.assert_allclose(sd, 0.5)
+    np.testing.assert_allclose(mu, 0.5)
+    np.testing.assert_allclose(sd, 0.5)
+    # mean and standard deviation (ddof 0) of the top 2 of 3 cosines, cohort rows unnormalized:
+    # [1, 0] scores 1, 0.6, 0 -> top 2 {1, 0.6}; [0, 1] scores 0, 0.8, 1 -> top 2 {1, 0.8}
+    cohort = np.array([[2.0, 0.0], [0.3, 0.4], [0.0, 5.0]])
+    mu, sd = cohort_stats(np.array([[1.0, 0.0], [0.0, 3.0]]), cohort, 2)
+    np.testing.assert_allclose(mu, [0.8, 0.9], atol=1e-12)
+    np.testing.assert_allclose(sd, [0.2, 0.1], atol=1e-12)
     with pytest.raises(ValueError, match="at least 2"):
         cohort_stats(x, np.ones((1, 3)), 2)
     with pytest.raises(ValueError, match="top_n must be >= 2"):
