@@ -267,8 +267,8 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
     pseudonyms of the speakers."""
     from pathlib import Path
 
+    from speakerops.data.quality import estimate_snr_db
     from speakerops.drift.log import append_production_log
-    from speakerops.drift.snr import estimate_snr_db
     from speakerops.registry.package import resolve_model_version
 
     name, version = resolve_model_version(opts["model"])

@@ -4,7 +4,6 @@ Light to import on purpose (``speakerops drift --help`` stays instant): Evidentl
 MLflow are imported inside the functions that need them.
 
 - ``log``: production embedding log (``append_production_log``, ``read_production_log``)
-- ``snr``: blind SNR estimate (``estimate_snr_db``)
 - ``reference``: reference sample per model version (``save_reference``,
   ``load_reference``, ``load_champion_reference``)
 - ``checks``: the decision (``check_drift``)

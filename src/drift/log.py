@@ -16,7 +16,7 @@ model_version  string                                registry version that produ
 timestamp      timestamp[us, tz=UTC]                 when the embedding was computed
 duration_s     float64                               audio duration in seconds
 sample_rate    int32                                 sample rate of the *input* audio (Hz)
-snr_db         float64                               blind SNR estimate (:mod:`speakerops.drift.snr`)
+snr_db         float64                               blind SNR estimate (:mod:`speakerops.data.quality`)
 channel        string (nullable)                     channel label when known (``"phone"``, ``"mic"``…)
 speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
                                                      speaker id was given

@@ -165,7 +165,7 @@ def build_reference_from_eval(
     """
     from speakerops.data.audio import load_audio
     from speakerops.data.manifest import read_manifest, row_spans
-    from speakerops.drift.snr import estimate_snr_db
+    from speakerops.data.quality import estimate_snr_db
 
     eval_dir, prepared_dir = Path(eval_dir), Path(prepared_dir)
     with np.load(eval_dir / "embeddings.npz") as z:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speakerops.drift.snr import _G_TABLE, SNR_TABLE_DB, estimate_snr_db, simulate_wada_table
+from speakerops.data.quality import _G_TABLE, SNR_TABLE_DB, estimate_snr_db, simulate_wada_table
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # The 12 train-clean-100 utterances with the least background noise, ranked by an

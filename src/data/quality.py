@@ -1,4 +1,4 @@
-"""Blind SNR estimate for the production log: WADA-SNR (Kim & Stern, Interspeech 2008).
+"""Input quality: the one blind SNR estimator (WADA-SNR, Kim & Stern, Interspeech 2008).
 
 WADA ("waveform amplitude distribution analysis") models clean speech samples as
 Gamma-distributed amplitudes with shape α = 0.4 and the noise as Gaussian. The statistic
@@ -15,7 +15,7 @@ utterance, pauses included. Cost: one pass over the samples (≈1 ms for 10 s of
 audio), no framing, no sample-rate dependence.
 
 Measured on 12 clean LibriSpeech utterances + Speech Commands noises at 0–20 dB
-(``tests/test_drift_snr.py``): the estimates rank the SNRs correctly for every file and
+(``tests/test_quality_snr.py``): the estimates rank the SNRs correctly for every file and
 noise; for stationary noises (white, pink, running tap, exercise bike) the mean error is
 within ±0.3 dB (white, pink) to +1.7 dB (tap, bike) from 0 to 10 dB and +1.8 to +2.8 dB at
 20 dB, median |error| 1–1.8 dB; the per-file spread grows with the SNR (up to ~9 dB at
