@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from scipy.signal import resample_poly
 
 from speakerops.data import corpora
 from speakerops.data.audio import AudioError, load_audio
@@ -40,6 +41,16 @@ def test_load_audio_resamples_and_mixes_down(tmp_path: Path) -> None:
     path = write_wav(tmp_path / "s.wav", stereo, 8000)
     wav, rate = load_audio(path, 16000)
     assert rate == 16000 and wav.ndim == 1 and abs(wav.size - 16000) <= 1
+    # the mixdown is the channel mean (of the 16-bit samples the file holds)
+    native, native_rate = load_audio(path)
+    assert native_rate == 8000
+    np.testing.assert_allclose(native, stereo.mean(axis=1), rtol=0, atol=2 / 32768)
+    # the resampled signal matches an independent polyphase resampler (scipy) to 1 % RMS;
+    # linear interpolation is 3.5 % off, a skipped or wrong-ratio resampling far more
+    ref = resample_poly(native.astype(np.float64), 2, 1)
+    assert wav.size == ref.size
+    rel = np.sqrt(np.mean((wav - ref) ** 2) / np.mean(ref**2))
+    assert rel < 0.01, rel
 
 
 @pytest.mark.parametrize(
