@@ -1,4 +1,4 @@
-"""speakerops.registry.gate: the policy file and the gate decisions (fail closed), and the
+"""speakerops.core.policy and speakerops.registry.gate: the policy file and the gate decisions (fail closed), and the
 append-only audit log. No models, no store: fast."""
 
 from __future__ import annotations
@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from speakerops.core.policy import load_policy, operating_point
 from speakerops.registry import audit
-from speakerops.registry.gate import (
-    check_absolute,
-    check_relative,
-    decide,
-    dumps,
-    load_policy,
-    operating_point,
-)
+from speakerops.registry.gate import check_absolute, check_relative, decide, dumps
 
 REPO = Path(__file__).resolve().parents[1]
 

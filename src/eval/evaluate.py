@@ -667,7 +667,7 @@ def _calibrate(
 
 def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     """Run the stage; returns the metrics written to `metrics.json`."""
-    from speakerops.registry.gate import operating_point
+    from speakerops.core.policy import operating_point
 
     ev = cfg.evaluate
     out = Path(ev.out_dir)

@@ -33,6 +33,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import isotonic_regression
 
+# the operating point and its Bayes threshold are defined once, in the base layer (the policy
+# file states the operating point); re-exported here with the metrics that use them
+from speakerops.core.policy import bayes_threshold
+from speakerops.core.policy import check_prior as _check_prior
+
 __all__ = [
     "act_dcf",
     "bayes_threshold",
@@ -101,13 +106,6 @@ def validate_trials(
     if n_tar == y.size:
         raise ValueError(f"trial list has no non-target trials (all {y.size} labels are 1)")
     return s, y
-
-
-def _check_prior(p_target: float, c_miss: float, c_fa: float) -> None:
-    if not (0.0 < float(p_target) < 1.0):
-        raise ValueError(f"p_target must be in (0, 1), got {p_target!r}")
-    if not (float(c_miss) > 0.0 and float(c_fa) > 0.0):
-        raise ValueError(f"c_miss and c_fa must be > 0, got c_miss={c_miss!r}, c_fa={c_fa!r}")
 
 
 # --------------------------------------------------------------------------- tie groups
@@ -267,13 +265,6 @@ def eer_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- DCF
-
-
-def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
-    """Bayes decision threshold on LLRs: θ = log(C_fa·(1−P) / (C_miss·P))."""
-    _check_prior(p_target, c_miss, c_fa)
-    p = float(p_target)
-    return math.log(c_fa * (1.0 - p) / (c_miss * p))
 
 
 def _dcf_norm(p: float, c_miss: float, c_fa: float) -> float:

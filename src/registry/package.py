@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from speakerops.core.uris import parse_model_uri
+
 try:  # MLflow's base class when available; importing mlflow is heavy, so only here
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover - mlflow is a hard dependency
@@ -98,20 +100,19 @@ def load_encoder(model_uri: str, tracking_uri: str | None = None):
 
 
 def resolve_model_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
-    """(model name, version) of `models:/name/N` or `models:/name@alias`; a local file or
-    folder gives (its name, "local")."""
-    if not model_uri.startswith("models:/"):
+    """(model name, version) of `models:/name/N` or `models:/name@alias`; anything else (a
+    local file or folder, a `runs:/` URI) gives (its name, "local")."""
+    ref = parse_model_uri(model_uri)
+    if not ref.is_registry:
         return Path(model_uri).stem, "local"
-    name, sep, ref = model_uri[len("models:/") :].partition("@")
-    if sep:
+    if ref.alias is not None:
         from mlflow.tracking import MlflowClient
 
         from speakerops.registry import tracking
 
         client = MlflowClient(tracking_uri or tracking.tracking_uri())
-        return name, str(client.get_model_version_by_alias(name, ref).version)
-    name, _, version = name.rpartition("/")
-    return name, version
+        return ref.name, str(client.get_model_version_by_alias(ref.name, ref.alias).version)
+    return ref.name, ref.version
 
 
 def _encoder_from_model_dir(model_dir: Path):

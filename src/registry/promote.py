@@ -37,15 +37,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from speakerops.registry import audit, tracking
-from speakerops.registry.gate import (
-    Policy,
-    check_absolute,
-    check_relative,
-    decide,
-    dumps,
-    load_policy,
-    precondition,
-)
+from speakerops.core.policy import Policy, load_policy
+from speakerops.core.uris import ModelRef, parse_model_uri, registered_model_uri, run_artifact_uri
+from speakerops.registry.gate import check_absolute, check_relative, decide, dumps, precondition
 
 EXIT_PASS = 0
 EXIT_REFUSED = 1
@@ -78,22 +72,17 @@ class PromotionResult:
         return self.exit_code == EXIT_PASS
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, alias) of `models:/name/N` or `models:/name@alias`."""
-    if not isinstance(uri, str) or not uri.startswith("models:/"):
+def _candidate(uri: str) -> ModelRef:
+    """The candidate's parsed `models:/name/N` or `models:/name@alias` (nothing else)."""
+    try:
+        ref = parse_model_uri(uri)
+    except ValueError as exc:
+        raise ValueError(f"candidate={uri!r}: {exc}") from exc
+    if not ref.is_registry:
         raise ValueError(
             f"candidate={uri!r}: promotion needs a registered version, e.g. models:/speaker-encoder/7"
         )
-    rest = uri[len("models:/") :]
-    name, sep, alias = rest.partition("@")
-    if sep:
-        if not name or not alias:
-            raise ValueError(f"candidate={uri!r}: expected models:/<name>@<alias>")
-        return name, None, alias
-    name, _, version = rest.rpartition("/")
-    if not name or not version.isdigit():
-        raise ValueError(f"candidate={uri!r}: expected models:/<name>/<version number>")
-    return name, version, None
+    return ref
 
 
 def _client(cfg: DictConfig):
@@ -168,7 +157,7 @@ def _model_info(mv) -> dict[str, Any]:
     return {
         "name": mv.name,
         "version": str(mv.version),
-        "uri": f"models:/{mv.name}/{mv.version}",
+        "uri": registered_model_uri(mv.name, mv.version),
         "run_id": mv.run_id,
         "trials_sha256": tags.get("trials_sha256"),
         "git_commit": tags.get("git_commit"),
@@ -277,7 +266,8 @@ def promote(
     from speakerops.data.manifest import read_manifest
     from speakerops.eval.evaluate import assess, load_trial_set
 
-    name, version, alias = parse_model_uri(candidate_uri)
+    ref = _candidate(candidate_uri)
+    name, version, alias = ref.name, ref.version, ref.alias
     policy = load_policy(cfg.register.policy)
     settings = _settings(cfg, policy)
     client = _client(cfg)
@@ -312,7 +302,7 @@ def promote(
         systems = {}
         info = {}
         cand_scores, cand_llrs, cand_desc, cand_cal = _score(
-            f"models:/{name}/{version}", manifest, trials, progress
+            registered_model_uri(name, version), manifest, trials, progress
         )
         systems[cand_label] = (cand_scores, cand_llrs)
         info["candidate"] = {"scoring": cand_desc, "calibration": cand_cal}
@@ -332,7 +322,7 @@ def promote(
         )
         if champ is not None:
             ch_scores, ch_llrs, ch_desc, ch_cal = _score(
-                f"models:/{name}/{champ.version}", manifest, trials, progress
+                registered_model_uri(name, champ.version), manifest, trials, progress
             )
             systems[champ_label] = (ch_scores, ch_llrs)
             info["champion"] = {"scoring": ch_desc, "calibration": ch_cal}
@@ -470,7 +460,7 @@ def _record(cfg, client, verdict, cand, champ, out: Path, context) -> dict[str, 
         "trials_sha256": verdict["trials"]["sha256"],
         "policy_sha256": verdict["policy"]["sha256"],
         "report": str(out / "report.md"),
-        "mlflow_artifacts": f"runs:/{cand.run_id}/{artifact_path}" if cand.run_id else None,
+        "mlflow_artifacts": run_artifact_uri(cand.run_id, artifact_path) if cand.run_id else None,
         "ci": {k: v for k, v in context.items() if k not in ("timestamp", "user")} or None,
     }
     record = audit.append_audit(audit_log_path(cfg), record)
@@ -587,7 +577,6 @@ __all__ = [
     "PromotionResult",
     "champion_history",
     "current_champion",
-    "parse_model_uri",
     "promote",
     "record_error",
     "rollback",

@@ -18,13 +18,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.config import flatten
+from speakerops.core.policy import bayes_threshold, operating_point
+from speakerops.core.uris import registered_model_uri
 from speakerops.data.manifest import file_sha256
 from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_cohort
-from speakerops.eval.metrics import bayes_threshold
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.registry import tracking
-from speakerops.registry.gate import operating_point
 from speakerops.registry.lineage import git_commit, params_digest
 from speakerops.registry.package import log_encoder_model
 
@@ -90,7 +90,7 @@ def register(cfg: DictConfig) -> dict:
     result = {
         "model_name": cfg.register.model_name,
         "version": str(version.version),
-        "model_uri": f"models:/{cfg.register.model_name}/{version.version}",
+        "model_uri": registered_model_uri(cfg.register.model_name, version.version),
         "run_id": train_summary["run_id"],
         "aliases": sorted(
             client.get_model_version(cfg.register.model_name, version.version).aliases
