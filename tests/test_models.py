@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+from scipy.signal import resample_poly
 
 from speakerops.models.ecapa import ECAPATDNN
 from speakerops.models.encoder import SpeakerEncoder
@@ -39,9 +41,22 @@ def test_fbank_is_80_dim_10ms_and_mean_normalized() -> None:
 
 
 def test_ecapa_embedding_shape_and_variable_length() -> None:
+    torch.manual_seed(0)
     model = ECAPATDNN(80, 32, 192, attention_channels=16).eval()
     for frames in (50, 301):
         assert model(torch.randn(3, frames, 80)).shape == (3, 192)
+    # pooling is an attention-weighted average over time: a stationary input (one frame held)
+    # embeds alike at 50 and 301 frames (zero-padded edges: 5.6 % apart), while two different
+    # held frames are 65 % apart; weights that do not sum to 1 over time (softmax over the
+    # channels) put the two lengths 84 % apart
+    frame = torch.randn(2, 1, 80, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        short, long = model(frame.expand(-1, 50, -1)), model(frame.expand(-1, 301, -1))
+        assert float((short - long).norm() / long.norm()) < 0.15
+        assert float((long[0] - long[1]).norm() / long[1].norm()) > 0.3
+        # each utterance of a batch is embedded on its own
+        x = torch.randn(3, 301, 80)
+        torch.testing.assert_close(model(x)[1], model(x[1:2])[0], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         ECAPATDNN(80, 30, 192)
 
@@ -87,3 +102,17 @@ def test_encoder_resamples_other_rates(tmp_path: Path) -> None:
     assert e8.shape == (192,) and np.all(np.isfinite(e8))
     cos = float(e8 @ enc.embed(wav16) / np.linalg.norm(e8) / np.linalg.norm(enc.embed(wav16)))
     assert cos > 0.5  # the same tone at 8 kHz lands near its 16 kHz version
+    # embed_file resamples to the model's rate: it matches `embed` of the file's samples
+    # resampled independently (scipy polyphase, 8k -> 16k): 1 % apart; the same samples taken
+    # as 16 kHz audio (resampling skipped) are 12 % away
+    samples, rate = sf.read(path8, dtype="float32")
+    assert rate == 8000
+    ref = enc.embed(resample_poly(samples.astype(np.float64), 2, 1).astype(np.float32), 16000)
+    unresampled = enc.embed(samples, 16000)
+
+    def dist(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    assert dist(e8, ref) < 0.03, dist(e8, ref)
+    assert dist(unresampled, ref) > 0.06, dist(unresampled, ref)
+    np.testing.assert_allclose(enc.embed(samples, 8000), e8, atol=1e-5)  # embed resamples too
