@@ -29,9 +29,10 @@ from speakerops.train.augment import (
     direct_path_index,
 )
 
+from .conftest import REPO, SHARED_DATA
+
 SR = 16000
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data, or $SPEAKEROPS_SHARED_DATA (conftest.py)
 CONF = REPO / "conf" / "augment"
 NOISE_ORDER = ("white", "pink", "brown")
 HAVE_PRA = importlib.util.find_spec("pyroomacoustics") is not None
@@ -227,6 +228,12 @@ def test_telephone_at_8khz_and_too_low_rate() -> None:
     x = torch.randn(8000, generator=gen()) * 0.1
     y = TelephoneChannel(p=1.0)(x, gen(), 8000)
     assert y.shape == x.shape and torch.isfinite(y).all()
+    # already at the channel rate, the band-pass still applies: white noise (13 % of its
+    # energy in 3.5-4 kHz, 4 % below 150 Hz) leaves with ~1e-5 in each, the band kept
+    assert band_energy_fraction(x, 3500, 4000, 8000) > 0.1
+    assert band_energy_fraction(y, 3500, 4000, 8000) < 1e-3
+    assert band_energy_fraction(y, 0, 150, 8000) < 1e-3
+    assert band_energy_fraction(y, 500, 3000, 8000) > 0.7
     with pytest.raises(ValueError, match="sample_rate >= 8000"):
         TelephoneChannel(p=1.0)(torch.randn(4000), gen(), 4000)
 

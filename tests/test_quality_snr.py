@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
 
 from speakerops.data.quality import _G_TABLE, SNR_TABLE_DB, estimate_snr_db, simulate_wada_table
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import SHARED_DATA
+
+DATA = SHARED_DATA  # ../shared/data, or $SPEAKEROPS_SHARED_DATA (conftest.py)
 # The 12 train-clean-100 utterances with the least background noise, ranked by an
 # independent frame-energy estimate (mean power / mean power of the 10 % quietest 25 ms
 # frames: all >= 59 dB), so a mixture's SNR is the nominal one to well under 0.1 dB.
