@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -40,11 +41,14 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
+    from speakerops.core.keys import MASTER_KEY_ENV, new_key_text, open_keyring
     from speakerops.drift.log import append_production_log
     from speakerops.drift.reference import save_reference
     from speakerops.drift.synthetic import synthetic_population
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-drift-"))
+    os.environ.setdefault(MASTER_KEY_ENV, new_key_text())  # a throwaway store's master key
+    keyring = open_keyring(tmp / "registry")
     try:
         t0 = time.perf_counter()
         emb, meta = synthetic_population(
@@ -61,7 +65,7 @@ def main() -> int:
         for i, idx in enumerate(np.array_split(np.arange(args.rows), args.parts)):
             m = meta.iloc[idx]
             append_production_log(
-                tmp / "log", emb[idx], utt_ids=[f"req-{j}" for j in idx], model_name="speaker-encoder",
+                tmp / "log", emb[idx], keyring=keyring, utt_ids=[f"req-{j}" for j in idx], model_name="speaker-encoder",
                 model_version="1", durations_s=m["duration_s"], sample_rates=m["sample_rate"], snr_db=m["snr_db"],
                 channels=m["channel"], speaker_ids=m["speaker"] if args.keys else None,
                 pseudonym_key=key if args.keys else None, timestamp=f"2025-03-0{1 + i % 7}T12:00:00Z",
@@ -77,6 +81,7 @@ def main() -> int:
         from speakerops.drift.run import main as drift_main
 
         cfg = {
+            "paths": {"registry_dir": str(tmp / "registry")},
             "drift": {
                 "log_dir": str(tmp / "log"),
                 "output_dir": str(tmp / "out"),
@@ -88,7 +93,7 @@ def main() -> int:
                     **({"threshold": 0.015, "max_rows": 2000} if args.method == "mmd" else {}),
                 },
                 "tickets": {"dir": str(tmp / "tickets")},
-            }
+            },
         }
         t0 = time.perf_counter()
         code = drift_main(cfg)

@@ -267,6 +267,8 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
     pseudonyms of the speakers."""
     from pathlib import Path
 
+    from speakerops.config import compose
+    from speakerops.core.keys import keyring_from_cfg
     from speakerops.data.quality import estimate_snr_db
     from speakerops.drift.log import append_production_log
     from speakerops.registry.package import resolve_model_version
@@ -293,7 +295,58 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
         snr_db=[estimate_snr_db(w, sample_rate) for w in batch.waveforms],
         channels=channels,
         speaker_ids=speakers,
+        keyring=keyring_from_cfg(compose([])),
     )
+
+
+@command(
+    "keys",
+    "keys for biometric data at rest: `keys init` | `keys status` | "
+    "`keys rotate [--retire] [purpose=<name>]` (master key re-wrap, or a new data key)",
+)
+def cmd_keys(args: argparse.Namespace) -> int:
+    from speakerops.core import keys
+
+    action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("status", [])
+    purpose = None
+    if action == "rotate":
+        purpose = next((o.split("=", 1)[1] for o in rest if o.startswith("purpose=")), None)
+        rest = [o for o in rest if not o.startswith("purpose=")]
+    cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
+    if action == "init":
+        print(keys.init_keys(cfg))
+    elif action == "status":
+        _print_json(keys.keyring_from_cfg(cfg).status())
+    elif action == "rotate":
+        print(keys.rotate_keys(cfg, retire=bool(args.retire), purpose=purpose))
+    else:
+        raise ValueError(f"keys {action!r}: expected init, status or rotate")
+    return 0
+
+
+cmd_keys.options = [  # type: ignore[attr-defined]
+    (("--retire",), {"action": "store_true", "help": "rotate: drop the old master's wrapping"}),
+]
+
+
+@command("audit", "`audit verify`: the audit log's keyed chain and its anchored heads")
+def cmd_audit(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from speakerops.registry import audit, tracking
+
+    action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("verify", [])
+    if action != "verify":
+        raise ValueError(f"audit {action!r}: expected verify")
+    cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
+    uri = tracking.tracking_uri(cfg.paths.registry_dir)
+    try:
+        n = audit.verify_store(cfg, MlflowClient(tracking_uri=uri, registry_uri=uri))
+    except audit.AuditError as exc:
+        print(f"speakerops audit: REFUSED: {exc}", file=sys.stderr)
+        return 1
+    print(f"audit log {audit.audit_log_path(cfg)}: {n} record(s) verified (chain, MACs, heads)")
+    return 0
 
 
 @command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")

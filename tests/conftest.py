@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own temporary stores
+# one random master key for the whole run (subprocesses inherit it); each store (registry dir)
+# keeps its own keyring of wrapped data keys, as in production
+os.environ["SPEAKEROPS_DATA_KEY"] = secrets.token_hex(32)
+os.environ.pop("SPEAKEROPS_KEYRING", None)
+os.environ.pop("SPEAKEROPS_DATA_KEY_FILE", None)
 
 
 def shared(*parts: str) -> Path:
@@ -62,6 +68,14 @@ def audio_folder(tmp_path: Path) -> Path:
     )
     write_wav(root / "spk3" / "short.wav", tone(0.2))
     return root
+
+
+@pytest.fixture
+def keyring(tmp_path: Path):
+    """A store's keyring under the run's master key (see SPEAKEROPS_DATA_KEY above)."""
+    from speakerops.core.keys import open_keyring
+
+    return open_keyring(tmp_path / "registry")
 
 
 @pytest.fixture(autouse=True)

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from speakerops.drift.log import (
-    PSEUDONYM_KEY_ENV,
-    append_production_log,
-    emb_column_names,
-    read_production_log,
-)
+from speakerops.core.keys import KeyMaterialError, Keyring
+from speakerops.drift import log as prodlog
+from speakerops.drift.log import PSEUDONYM_KEY_ENV, emb_column_names, utterance_pseudonym
 
 KEY = b"test-pseudonym-key-0123456789"
+RING = Keyring(Path(tempfile.mkdtemp()) / "keyring.json", bytes(range(32)))
+
+
+def append_production_log(*args, **kwargs):
+    """The log's writer with this module's keyring (every write needs one)."""
+    return prodlog.append_production_log(*args, keyring=RING, **kwargs)
+
+
+def read_production_log(*args, **kwargs):
+    return prodlog.read_production_log(*args, keyring=RING, **kwargs)
 
 
 def _batch(n: int, dim: int = 8, seed: int = 0) -> dict:
@@ -52,9 +62,13 @@ def test_round_trip_layout_and_types(tmp_path):
     assert p1.name.startswith("part-") and p1.suffix == ".parquet"
     assert p2.parent.name == "date=2025-03-02"
     schema = pq.read_schema(p1)
-    emb_type = schema.field("embedding").type
-    assert emb_type.list_size == 8 and str(emb_type.value_type) == "float"
+    # embeddings are stored encrypted, one authenticated blob per row (was: plaintext float32)
+    assert str(schema.field("embedding_enc").type) == "binary" and "embedding" not in schema.names
+    assert schema.metadata[b"speakerops.embedding_dim"] == b"8"
     assert str(schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+    raw = p1.read_bytes()
+    assert all(row.tobytes() not in raw for row in b1["embeddings"])
+    assert all(row[:2].tobytes() not in raw for row in b1["embeddings"])
 
     df = read_production_log(tmp_path)
     assert len(df) == 8
@@ -116,7 +130,11 @@ def test_speaker_ids_become_hmac_pseudonyms_and_never_land_raw(tmp_path, monkeyp
     table = pq.read_table(path).to_pandas()
     for col in table.columns:
         if table[col].dtype == object:
-            assert not table[col].astype(str).str.contains("alice|bob").any(), col
+            values = table[col].dropna()
+            if len(values) and isinstance(values.iloc[0], bytes):  # the encrypted embeddings
+                assert not any(b"alice" in v or b"bob" in v for v in values), col
+            else:
+                assert not table[col].astype(str).str.contains("alice|bob").any(), col
     raw = path.read_bytes()
     assert b"alice-smith" not in raw and b"bob-jones" not in raw
 
@@ -134,8 +152,8 @@ def test_speaker_ids_become_hmac_pseudonyms_and_never_land_raw(tmp_path, monkeyp
 
 def test_speaker_ids_without_key_or_leaking_through_utt_ids_are_refused(tmp_path, monkeypatch):
     monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
-    with pytest.raises(ValueError, match="no pseudonym key"):
-        append_production_log(
+    with pytest.raises(KeyMaterialError, match="never written or read in plaintext"):
+        prodlog.append_production_log(
             tmp_path, **_batch(2), model_name="m", model_version="1", speaker_ids=["a1", "b2"]
         )
     with pytest.raises(ValueError, match="at least 16 bytes"):
@@ -196,3 +214,35 @@ def test_parts_of_different_sizes_read_together_with_nan_padding(tmp_path):
     small = df["model_version"] == "1"
     assert df.loc[small, "emb_005"].isna().all() and df.loc[~small, "emb_005"].notna().all()
     assert isinstance(df, pd.DataFrame)
+
+
+def test_log_holds_no_plaintext_ids_or_embeddings_and_needs_the_key(tmp_path, monkeypatch):
+    """Today's log stored embeddings and utterance ids (often paths naming the speaker) in
+    plaintext; now every row is encrypted and every id is a keyed pseudonym."""
+    monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
+    b = _batch(4, dim=16, seed=5)
+    b["utt_ids"] = [f"/data/spk-1089/utt{i}.wav" for i in range(4)]
+    path = append_production_log(tmp_path, **b, model_name="m", model_version="2")
+    raw = path.read_bytes()
+    assert b"1089" not in raw and b"utt0" not in raw
+    assert all(row[:2].tobytes() not in raw for row in b["embeddings"])
+    df = read_production_log(tmp_path)
+    np.testing.assert_array_equal(df[emb_column_names(16)].to_numpy(), b["embeddings"])
+    key = RING.pseudonym_key()
+    assert df["utt_id"].tolist() == [utterance_pseudonym(u, key) for u in b["utt_ids"]]
+    wrong = Keyring(tmp_path / "other-keyring.json", bytes(range(32)))
+    with pytest.raises(KeyMaterialError, match="no data key"):
+        prodlog.read_production_log(tmp_path, keyring=wrong)
+    with pytest.raises(KeyMaterialError, match="no keyring given"):
+        prodlog.read_production_log(tmp_path)
+    # a row's ciphertext moved to another row (another utterance) does not decrypt
+    table = pq.read_table(path)
+    blobs = table.column("embedding_enc").to_pylist()
+    swapped = table.set_column(
+        table.schema.get_field_index("embedding_enc"),
+        "embedding_enc",
+        pa.array([blobs[1], blobs[0], *blobs[2:]], pa.binary()),
+    )
+    pq.write_table(swapped.replace_schema_metadata(table.schema.metadata), path)
+    with pytest.raises(KeyMaterialError, match="does not authenticate"):
+        read_production_log(tmp_path)

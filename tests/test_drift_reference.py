@@ -132,17 +132,20 @@ def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
 
     # the drift job resolves the same champion: traffic of the new champion (v2) is
     # compared with v2's reference, traffic still served by v1 is refused
+    from speakerops.core.keys import open_keyring
     from speakerops.drift.log import append_production_log
     from speakerops.drift.run import main
 
     for version, day in (("2", "2025-04-01"), ("1", "2025-04-02")):
         emb, meta, _ = _sample(n=60, seed=10 + int(version))
         append_production_log(
-            tmp_path / "log", emb, utt_ids=[f"r{i}" for i in range(60)], model_name="speaker-encoder",
+            tmp_path / "log", emb, keyring=open_keyring(tmp_path / "registry"),
+            utt_ids=[f"r{i}" for i in range(60)], model_name="speaker-encoder",
             model_version=version, durations_s=meta["duration_s"], sample_rates=meta["sample_rate"],
             snr_db=meta["snr_db"], channels=meta["channel"], timestamp=f"{day}T10:00:00Z",
         )  # fmt: skip
     cfg = {
+        "paths": {"registry_dir": str(tmp_path / "registry")},
         "drift": {
             "log_dir": str(tmp_path / "log"),
             "output_dir": str(tmp_path / "out"),
@@ -152,7 +155,7 @@ def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
             "embedding": {"one_per_speaker": False, "min_rows": 10},
             "report": {"enabled": False},
             "tickets": {"dir": str(tmp_path / "tickets")},
-        }
+        },
     }
     assert main(cfg) in (0, 1)
     cfg["drift"]["window"].update(start="2025-04-02", end="2025-04-03")

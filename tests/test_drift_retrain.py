@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from speakerops.core.keys import open_keyring
 from speakerops.drift.log import append_production_log, embedding_columns
 from speakerops.drift.reference import save_reference
 from speakerops.drift.retrain import retraining_command, trigger_retraining, validate_manifest
@@ -142,12 +143,14 @@ def _drifted_world(dvc_project: Path, tmp_path: Path) -> dict:
     window = synthetic_window(600, n_speakers=300, p_phone=0.9, seed=5)
     append_production_log(
         tmp_path / "log", window[embedding_columns(window)].to_numpy(), utt_ids=window["utt_id"],
+        keyring=open_keyring(tmp_path / "registry"),
         model_name="speaker-encoder", model_version="1", durations_s=window["duration_s"],
         sample_rates=window["sample_rate"], snr_db=window["snr_db"], channels=window["channel"],
         timestamp="2025-01-01T12:00:00",
     )  # fmt: skip
     manifest = _manifest(dvc_project / "data" / "labelled.csv")
     cfg = {
+        "paths": {"registry_dir": str(tmp_path / "registry")},
         "drift": {
             "log_dir": str(tmp_path / "log"),
             "output_dir": str(tmp_path / "out"),
@@ -158,7 +161,7 @@ def _drifted_world(dvc_project: Path, tmp_path: Path) -> dict:
             "report": {"enabled": False},
             "tickets": {"dir": str(tmp_path / "tickets")},
             "retrain": {"labelled_manifest": str(manifest), "cwd": str(dvc_project)},
-        }
+        },
     }
     return cfg
 

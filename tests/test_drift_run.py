@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from speakerops.core.keys import open_keyring
 from speakerops.drift.log import append_production_log
 from speakerops.drift.reference import save_reference
 from speakerops.drift.run import main
@@ -22,7 +23,8 @@ def _log(
 ) -> None:
     emb, meta = synthetic_population(n, n_speakers=n // 3, p_phone=p_phone, seed=seed)
     append_production_log(
-        log_dir, emb, utt_ids=[f"req-{seed}-{i}" for i in range(n)], model_name="speaker-encoder",
+        log_dir, emb, keyring=open_keyring(log_dir.parent / "registry"),
+        utt_ids=[f"req-{seed}-{i}" for i in range(n)], model_name="speaker-encoder",
         model_version=version, durations_s=meta["duration_s"], sample_rates=meta["sample_rate"],
         snr_db=meta["snr_db"], channels=meta["channel"], speaker_ids=meta["speaker"], pseudonym_key=KEY,
         timestamp=f"{day}T12:00:00Z",
@@ -55,7 +57,7 @@ def _cfg(world: Path, tmp_path: Path, start: str, end: str, **extra) -> dict:
     }
     for key, value in extra.items():
         drift[key] = {**drift.get(key, {}), **value}
-    return {"drift": drift}
+    return {"drift": drift, "paths": {"registry_dir": str(world / "registry")}}
 
 
 def _summaries(tmp_path: Path) -> list[dict]:

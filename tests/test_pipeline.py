@@ -240,7 +240,8 @@ def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -
 
 def test_embed_manifest_into_the_production_log(project: Path, tmp_path: Path) -> None:
     """A labelled manifest's `channel` column reaches the log; speakers only as HMAC keys."""
-    from speakerops.drift.log import read_production_log
+    from speakerops.core.keys import open_keyring
+    from speakerops.drift.log import read_production_log, utterance_pseudonym
 
     write_wav(tmp_path / "a.wav", tone(2.0, 16000))
     write_wav(tmp_path / "b.flac", tone(2.0, 8000, 150.0), 8000)
@@ -266,7 +267,10 @@ def test_embed_manifest_into_the_production_log(project: Path, tmp_path: Path) -
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **env_key)
     proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    log = read_production_log(log_dir).set_index("utt_id").sort_index()
+    ring = open_keyring(project / "registry")
+    key = env_key["SPEAKEROPS_PSEUDONYM_KEY"].encode()
+    order = [utterance_pseudonym(u, key) for u in ("req-001", "req-002")]
+    log = read_production_log(log_dir, keyring=ring).set_index("utt_id").loc[order]
     assert log["channel"].tolist() == ["headset", "phone"]
     assert log["sample_rate"].tolist() == [16000, 8000]
     keys = log["speaker_key"].tolist()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from speakerops.core.keys import Keyring
 from speakerops.core.policy import load_policy, operating_point
 from speakerops.registry import audit
 from speakerops.registry.gate import check_absolute, check_relative, decide, dumps
@@ -145,20 +146,73 @@ def test_dumps_is_deterministic_and_strict_json() -> None:
 def test_audit_log_is_append_only_and_chained(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SPEAKEROPS_USER", "alice")
     log = tmp_path / "audit.jsonl"
-    r1 = audit.append_audit(log, {"action": "promote", "verdict": "pass", "reasons": []})
-    r2 = audit.append_audit(log, {"action": "rollback", "verdict": "rolled back"})
+    ring = Keyring(tmp_path / "keyring.json", bytes(range(32)))
+    r1 = audit.append_audit(
+        log, {"action": "promote", "verdict": "pass", "reasons": []}, keyring=ring
+    )
+    r2 = audit.append_audit(log, {"action": "rollback", "verdict": "rolled back"}, keyring=ring)
     assert (r1["seq"], r2["seq"]) == (1, 2) and r1["user"] == "alice"
     assert r1["prev_sha256"] == audit.GENESIS and r2["prev_sha256"] != audit.GENESIS
     assert r1["timestamp"].endswith("Z")
-    assert audit.verify_audit_log(log) == 2
+    assert audit.verify_audit_log(log, keyring=ring) == 2
     assert [r["action"] for r in audit.read_audit_log(log)] == ["promote", "rollback"]
     lines = log.read_text().splitlines()
     log.write_text(lines[0].replace("pass", "fail") + "\n" + lines[1] + "\n")
     with pytest.raises(ValueError, match="chain broken"):
-        audit.verify_audit_log(log)
+        audit.verify_audit_log(log, keyring=ring)
     log.write_text(lines[1] + "\n")  # the first record deleted
     with pytest.raises(ValueError, match="chain broken"):
-        audit.verify_audit_log(log)
+        audit.verify_audit_log(log, keyring=ring)
+
+
+def _forge(lines: list[str], index: int, change: dict) -> list[str]:
+    """Edit record `index` and recompute the plain sha256 chain after it (what a forger
+    without the audit key can do)."""
+    recs = [json.loads(ln) for ln in lines]
+    recs[index].update(change)
+    out: list[str] = []
+    prev = audit.GENESIS
+    for rec in recs:
+        rec["prev_sha256"] = prev
+        line = json.dumps(rec, sort_keys=True, default=str)
+        prev = audit._line_sha(line)
+        out.append(line)
+    return out
+
+
+def test_audit_log_refuses_forged_reordered_and_truncated_logs(tmp_path: Path) -> None:
+    """Today's plain sha256 chain verified a forged line with the chain recomputed and a log
+    whose tail was deleted; the keyed chain + the anchored head refuse both."""
+    log = tmp_path / "audit.jsonl"
+    ring = Keyring(tmp_path / "keyring.json", bytes(range(32)))
+    recs = [
+        audit.append_audit(log, {"action": "promote", "verdict": v}, keyring=ring)
+        for v in ("pass", "refused", "pass")
+    ]
+    anchor = {"speaker-encoder": recs[-1]["head"]}
+    assert audit.verify_audit_log(log, keyring=ring, anchors=anchor) == 3
+    lines = log.read_text().splitlines()
+
+    log.write_text("\n".join(_forge(lines, 1, {"verdict": "pass"})) + "\n")
+    with pytest.raises(audit.AuditError, match=":2: MAC does not verify"):
+        audit.verify_audit_log(log, keyring=ring)
+
+    log.write_text("\n".join(_forge([lines[1], lines[0], lines[2]], 0, {})) + "\n")
+    with pytest.raises(audit.AuditError, match="sequence number 2 where 1"):
+        audit.verify_audit_log(log, keyring=ring)
+
+    log.write_text("\n".join(lines[:2]) + "\n")  # the tail deleted: the chain still holds
+    assert audit.verify_audit_log(log, keyring=ring) == 2
+    with pytest.raises(audit.AuditError, match="the tail was deleted"):
+        audit.verify_audit_log(log, keyring=ring, anchors=anchor)
+
+    log.write_text("\n".join(lines) + "\n")
+    other = Keyring(tmp_path / "other.json", bytes(range(32)))  # another store's audit key
+    with pytest.raises(audit.AuditError, match="MAC does not verify"):
+        audit.verify_audit_log(log, keyring=other)
+    # an append after the anchor (anchoring interrupted) still verifies: its MAC is valid
+    audit.append_audit(log, {"action": "rollback", "verdict": "rolled back"}, keyring=ring)
+    assert audit.verify_audit_log(log, keyring=ring, anchors=anchor) == 4
 
 
 def test_current_user_prefers_the_ci_actor(monkeypatch) -> None:

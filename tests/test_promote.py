@@ -285,6 +285,7 @@ def test_same_promotion_twice_gives_the_same_verdict(story) -> None:
 def test_better_candidate_becomes_champion_rollback_restores_and_all_is_audited(
     story, world
 ) -> None:
+    from speakerops.core.keys import open_keyring
     from speakerops.registry.audit import read_audit_log, verify_audit_log
 
     r = story["v2"]
@@ -308,7 +309,7 @@ def test_better_candidate_becomes_champion_rollback_restores_and_all_is_audited(
     assert str(c.get_registered_model("speaker-encoder").aliases["champion"]) == "1"
 
     log = world["root"] / "registry" / "audit.jsonl"
-    assert verify_audit_log(log) == 9
+    assert verify_audit_log(log, keyring=open_keyring(world["root"] / "registry")) == 9
     recs = read_audit_log(log)
     summary = [(x["action"], x.get("candidate_version"), x["verdict"]) for x in recs]
     assert summary == [

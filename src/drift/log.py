@@ -10,7 +10,8 @@ part read on its own is complete):
 ============== ===================================== ==========================================
 column         arrow type                            meaning
 ============== ===================================== ==========================================
-utt_id         string                                caller's opaque utterance/request id
+utt_id         string                                keyed pseudonym of the caller's utterance /
+                                                     request id (:meth:`Keyring.pseudonym`)
 model_name     string                                registered model name
 model_version  string                                registry version that produced the embedding
 timestamp      timestamp[us, tz=UTC]                 when the embedding was computed
@@ -20,25 +21,27 @@ snr_db         float64                               blind SNR estimate (:mod:`s
 channel        string (nullable)                     channel label when known (``"phone"``, ``"mic"``…)
 speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
                                                      speaker id was given
-embedding      fixed_size_list<float32>[D]           the embedding (D = model's embedding size)
+embedding_enc  binary                                the float32 embedding, AES-256-GCM under the
+                                                     keyring's ``production-log`` data key, bound
+                                                     to (model_name, model_version, utt_id)
 ============== ===================================== ==========================================
 
 :func:`read_production_log` returns a *wide* pandas frame: the metadata columns above and
 one float32 column per embedding dimension, ``emb_000 … emb_{D-1}`` (the form Evidently's
 ``DataDefinition(embeddings=...)`` takes).
 
-Privacy: raw speaker ids never reach the log. A speaker id becomes
-``speaker_key = HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` with a secret
-key (argument or env ``SPEAKEROPS_PSEUDONYM_KEY``, at least 16 bytes). The same key gives
-the same pseudonym, so one speaker's utterances can be grouped (the drift check uses
-that) without storing who the speaker is. Utterance ids that contain their raw speaker id
-(``"103-1240-0000"`` for speaker ``"103"``) are refused, since they would leak it.
+Privacy: nothing biometric is stored in plaintext (:mod:`speakerops.core.keys`). Embeddings
+are encrypted per row; writing or reading needs the store's keyring and master key. A speaker
+id becomes ``speaker_key = HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` with the
+pseudonym key (argument, else env ``SPEAKEROPS_PSEUDONYM_KEY``, else the keyring's), and the
+utterance id ``HMAC-SHA256(key, "utt\x00" + utt_id)``. The same key gives the same pseudonym,
+so one speaker's utterances can be grouped (the drift check uses that) without storing who the
+speaker is. Utterance ids that contain their raw speaker id (``"103-1240-0000"`` for speaker
+``"103"``) are refused, since a caller that sends them leaks it elsewhere too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 import uuid
@@ -53,9 +56,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-PSEUDONYM_KEY_ENV = "SPEAKEROPS_PSEUDONYM_KEY"
-MIN_KEY_BYTES = 16
-LOG_FORMAT_VERSION = "1"
+from speakerops.core.keys import (
+    PSEUDONYM_KEY_ENV,
+    KeyMaterialError,
+    Keyring,
+    check_pseudonym_key,
+    pseudonym,
+)
+
+LOG_FORMAT_VERSION = "2"
+LOG_PURPOSE = "production-log"
 META_COLUMNS = [
     "utt_id",
     "model_name",
@@ -99,26 +109,39 @@ def to_utc(value: Any, *, what: str = "timestamp") -> datetime:
     return ts.to_pydatetime()
 
 
-def resolve_pseudonym_key(key: bytes | str | None) -> bytes | None:
-    """The HMAC key: the argument, else env ``SPEAKEROPS_PSEUDONYM_KEY`` (UTF-8), else None."""
-    if key is None:
-        env = os.environ.get(PSEUDONYM_KEY_ENV)
-        if not env:
-            return None
-        key = env
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"pseudonym key is {len(key)} bytes; use a secret of at least {MIN_KEY_BYTES} bytes "
-            f"(speaker ids are low-entropy, a short key lets anyone brute-force the pseudonyms)"
+def resolve_pseudonym_key(key: bytes | str | None, keyring: Keyring | None) -> bytes:
+    """The HMAC key: the argument, else the keyring's (env ``SPEAKEROPS_PSEUDONYM_KEY`` first)."""
+    if key is not None:
+        return check_pseudonym_key(key)
+    if keyring is None:
+        raise KeyMaterialError(
+            f"no pseudonym key: pass keyring= or pseudonym_key=, or set {PSEUDONYM_KEY_ENV}; "
+            "raw ids are never written to the log"
         )
-    return key
+    return keyring.pseudonym_key()
 
 
 def speaker_pseudonym(speaker_id: str, key: bytes) -> str:
     """``HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` (64 hex chars)."""
-    return hmac.new(key, str(speaker_id).encode("utf-8"), hashlib.sha256).hexdigest()
+    return pseudonym(speaker_id, key)
+
+
+def utterance_pseudonym(utt_id: str, key: bytes) -> str:
+    """``HMAC-SHA256(key, "utt\\x00" + utt_id)``: domain-separated from speaker pseudonyms."""
+    return pseudonym("utt\x00" + str(utt_id), key)
+
+
+def _aad(model_name: str, model_version: str, utt_key: str) -> bytes:
+    return f"{LOG_PURPOSE}\x00{model_name}\x00{model_version}\x00{utt_key}".encode()
+
+
+def _require_keyring(keyring: Keyring | None, what: str) -> Keyring:
+    if keyring is None:
+        raise KeyMaterialError(
+            f"{what}: no keyring given; production embeddings are biometric data and are never "
+            "written or read in plaintext (speakerops.core.keys.open_keyring / keyring_from_cfg)"
+        )
+    return keyring
 
 
 def _check_partition_value(value: str, what: str) -> str:
@@ -160,14 +183,16 @@ def append_production_log(
     speaker_ids: Sequence[str | None] | None = None,
     pseudonym_key: bytes | None = None,
     timestamp: Any = None,
+    keyring: Keyring | None = None,
 ) -> Path:
     """Append one batch of embeddings to the production log; return the part written.
 
     ``timestamp`` is one value for the batch (default: now, UTC) or one per row; rows are
     split into one part per UTC date (all parts of a call share the uuid; the first part's
-    path is returned). ``speaker_ids`` (entries may be None) are stored only as
-    HMAC-SHA256 pseudonyms; giving them without a key is refused.
+    path is returned). Embeddings are encrypted with ``keyring`` (required); utterance and
+    speaker ids (entries may be None) are stored only as HMAC-SHA256 pseudonyms.
     """
+    ring = _require_keyring(keyring, f"production log {log_dir}")
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise ValueError(f"embeddings must be a non-empty 2-D array [N, D], got shape {emb.shape}")
@@ -202,16 +227,11 @@ def append_production_log(
         for c in _per_row(channels, n, "channels")
     ]
 
+    key = resolve_pseudonym_key(pseudonym_key, ring)
     keys: list[str | None] = [None] * n
     if speaker_ids is not None:
         spk = _per_row(speaker_ids, n, "speaker_ids")
         if any(s is not None for s in spk):
-            key = resolve_pseudonym_key(pseudonym_key)
-            if key is None:
-                raise ValueError(
-                    "speaker_ids given but no pseudonym key: pass pseudonym_key= or set env "
-                    f"{PSEUDONYM_KEY_ENV}; raw speaker ids are never written to the log"
-                )
             for i, (s, u) in enumerate(zip(spk, utts, strict=True)):
                 if s is None:
                     continue
@@ -231,10 +251,15 @@ def append_production_log(
     else:
         stamps = [to_utc(t) for t in _per_row(timestamp, n, "timestamp")]
     ts_index = pd.DatetimeIndex(stamps)
+    utt_keys = [utterance_pseudonym(u, key) for u in utts]
+    blobs = [
+        ring.encrypt(LOG_PURPOSE, row.tobytes(), _aad(model_name, model_version, k))
+        for row, k in zip(emb, utt_keys, strict=True)
+    ]
 
     table = pa.table(
         {
-            "utt_id": pa.array(utts, pa.string()),
+            "utt_id": pa.array(utt_keys, pa.string()),
             "model_name": pa.array([model_name] * n, pa.string()),
             "model_version": pa.array([model_version] * n, pa.string()),
             "timestamp": pa.array(ts_index, pa.timestamp("us", tz="UTC")),
@@ -243,10 +268,14 @@ def append_production_log(
             "snr_db": pa.array(snr, pa.float64()),
             "channel": pa.array(chans, pa.string()),
             "speaker_key": pa.array(keys, pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim),
+            "embedding_enc": pa.array(blobs, pa.binary()),
         }
     ).replace_schema_metadata(
-        {"speakerops.log_format": LOG_FORMAT_VERSION, "speakerops.embedding_dim": str(dim)}
+        {
+            "speakerops.log_format": LOG_FORMAT_VERSION,
+            "speakerops.embedding_dim": str(dim),
+            "speakerops.encryption": "AES-256-GCM",
+        }
     )
     dates = np.array([t.date().isoformat() for t in stamps])
     part_id = uuid.uuid4().hex
@@ -267,12 +296,22 @@ def _partition_values(path: Path) -> dict[str, str]:
     return dict(p.split("=", 1) for p in path.parts if "=" in p)
 
 
-def _table_to_frame(table: pa.Table) -> pd.DataFrame:
-    emb_col = table.column("embedding").combine_chunks()
-    dim = emb_col.type.list_size
-    flat = emb_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    meta = table.drop(["embedding"]).to_pandas()
-    emb = pd.DataFrame(flat.reshape(-1, dim), columns=emb_column_names(dim), index=meta.index)
+def _table_to_frame(table: pa.Table, dim: int, keyring: Keyring, source: str) -> pd.DataFrame:
+    meta = table.drop(["embedding_enc"]).to_pandas()
+    rows = []
+    for blob, name, version, utt in zip(
+        table.column("embedding_enc").to_pylist(),
+        meta["model_name"],
+        meta["model_version"],
+        meta["utt_id"],
+        strict=True,
+    ):
+        plain = keyring.decrypt(blob, _aad(name, version, utt), what=f"{source} row {utt[:12]}")
+        rows.append(np.frombuffer(plain, dtype=np.float32))
+    flat = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    if flat.shape[1] != dim:
+        raise ValueError(f"{source}: embeddings of size {flat.shape[1]}, metadata says {dim}")
+    emb = pd.DataFrame(flat, columns=emb_column_names(dim), index=meta.index)
     return pd.concat([meta, emb], axis=1)
 
 
@@ -283,8 +322,9 @@ def read_production_log(
     *,
     model_name: str | None = None,
     model_version: str | None = None,
+    keyring: Keyring | None = None,
 ) -> pd.DataFrame:
-    """Read the rows with ``start <= timestamp < end`` (UTC; None = unbounded) as a wide frame.
+    """Read (and decrypt with ``keyring``) the rows with ``start <= timestamp < end`` (UTC; None = unbounded) as a wide frame.
 
     Date partitions outside the range and other models/versions (when given) are not
     opened. Parts of different embedding sizes may be read together (their ``emb_###``
@@ -294,6 +334,7 @@ def read_production_log(
     log_dir = Path(log_dir)
     if not log_dir.exists():
         raise FileNotFoundError(f"production log folder {log_dir} does not exist")
+    ring = _require_keyring(keyring, f"production log {log_dir}")
     t0 = to_utc(start, what="start") if start is not None else None
     t1 = to_utc(end, what="end") if end is not None else None
     if t0 is not None and t1 is not None and t1 <= t0:
@@ -317,15 +358,22 @@ def read_production_log(
         files.append(f)
 
     frames: list[pd.DataFrame] = []
-    by_dim: dict[int, list[pa.Table]] = {}
+    by_dim: dict[int, list[tuple[pa.Table, str]]] = {}
     for f in files:
         try:
             t = pq.read_table(f)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise ValueError(f"cannot read production log part {f}: {exc}") from exc
-        missing = [c for c in [*META_COLUMNS, "embedding"] if c not in t.column_names]
+        fmt = (t.schema.metadata or {}).get(b"speakerops.log_format", b"?").decode()
+        if fmt != LOG_FORMAT_VERSION:
+            raise ValueError(
+                f"production log part {f} has format {fmt} (plaintext embeddings); this "
+                f"speakerops reads format {LOG_FORMAT_VERSION} (encrypted): re-log the batch"
+            )
+        missing = [c for c in [*META_COLUMNS, "embedding_enc"] if c not in t.column_names]
         if missing:
             raise ValueError(f"production log part {f} lacks column(s) {missing}")
+        dim = int(t.schema.metadata[b"speakerops.embedding_dim"])
         ts = t.column("timestamp")
         mask = None
         if t0 is not None:
@@ -336,11 +384,9 @@ def read_production_log(
         if mask is not None:
             t = t.filter(mask)
         if t.num_rows:
-            by_dim.setdefault(t.schema.field("embedding").type.list_size, []).append(
-                t.select([*META_COLUMNS, "embedding"])
-            )
-    for tables in by_dim.values():
-        frames.append(_table_to_frame(pa.concat_tables(tables)))
+            by_dim.setdefault(dim, []).append((t.select([*META_COLUMNS, "embedding_enc"]), str(f)))
+    for dim, parts in by_dim.items():
+        frames.extend(_table_to_frame(t, dim, ring, src) for t, src in parts)
     if not frames:
         empty = pd.DataFrame({c: pd.Series(dtype="object") for c in META_COLUMNS})
         empty["timestamp"] = pd.Series(dtype="datetime64[us, UTC]")

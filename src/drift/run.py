@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
 from speakerops.drift.checks import DriftRefusal, DriftResult, check_drift
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import read_production_log, to_utc
@@ -198,15 +199,22 @@ def main(cfg) -> int:
     except Exception as exc:  # a broken config: nothing else can run
         print(f"speakerops drift: invalid drift config: {exc}", file=sys.stderr)
         return 2
+    try:
+        keyring = keyring_from_cfg(cfg)
+    except KeyMaterialError as exc:
+        print(f"speakerops drift: {exc}", file=sys.stderr)
+        return 2
     if d.get("threads") is None:
-        return _main(d, summary, timings, t_start)
+        return _main(d, keyring, summary, timings, t_start)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=int(d.threads)):
-        return _main(d, summary, timings, t_start)
+        return _main(d, keyring, summary, timings, t_start)
 
 
-def _main(d, summary: dict[str, Any], timings: dict[str, float], t_start: float) -> int:
+def _main(
+    d, keyring: Keyring, summary: dict[str, Any], timings: dict[str, float], t_start: float
+) -> int:
     try:
         out_dir = _run_dir(d)
     except OSError as exc:
@@ -256,6 +264,7 @@ def _main(d, summary: dict[str, Any], timings: dict[str, float], t_start: float)
             end,
             model_name=reference.model_name,
             model_version=None if version is None else str(version),
+            keyring=keyring,
         )
         summary["window"] = {
             "start": start.isoformat(),

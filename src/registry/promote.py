@@ -36,6 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from speakerops.core.keys import keyring_from_cfg
 from speakerops.registry import audit, tracking
 from speakerops.core.policy import Policy, load_policy
 from speakerops.core.uris import ModelRef, parse_model_uri, registered_model_uri, run_artifact_uri
@@ -271,6 +272,7 @@ def promote(
     policy = load_policy(cfg.register.policy)
     settings = _settings(cfg, policy)
     client = _client(cfg)
+    audit.verify_store(cfg, client)  # a log that does not prove itself stops everything
     cand = _version(client, name, version, alias)
     version = str(cand.version)
     champ = current_champion(client, name)
@@ -463,13 +465,7 @@ def _record(cfg, client, verdict, cand, champ, out: Path, context) -> dict[str, 
         "mlflow_artifacts": run_artifact_uri(cand.run_id, artifact_path) if cand.run_id else None,
         "ci": {k: v for k, v in context.items() if k not in ("timestamp", "user")} or None,
     }
-    record = audit.append_audit(audit_log_path(cfg), record)
-    audit.tag_version(client, name, version, record)
-    return record
-
-
-def audit_log_path(cfg: DictConfig) -> Path:
-    return Path(cfg.register.get("audit_log") or Path(cfg.paths.registry_dir) / "audit.jsonl")
+    return audit.record(cfg, client, record, model_name=name, versions=[version])
 
 
 def record_error(
@@ -477,7 +473,7 @@ def record_error(
 ) -> dict:
     """Audit an attempt that could not be evaluated (exit code 2)."""
     return audit.append_audit(
-        audit_log_path(cfg),
+        audit.audit_log_path(cfg),
         {
             "action": action,
             "candidate": candidate_uri,
@@ -485,6 +481,7 @@ def record_error(
             "reasons": [message],
             "ci": audit.ci_context() or None,
         },
+        keyring=keyring_from_cfg(cfg),
     )
 
 
@@ -497,6 +494,7 @@ def rollback(
     """Move `champion` back to the previous champion (or to ``to_version``, which must have
     been champion before); returns the audit record."""
     client = _client(cfg)
+    audit.verify_store(cfg, client)
     name = model_name or str(cfg.register.model_name)
     champ = current_champion(client, name)
     if champ is None:
@@ -532,8 +530,9 @@ def rollback(
     _version(client, name, target, None)  # exists
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    record = audit.append_audit(
-        audit_log_path(cfg),
+    record = audit.record(
+        cfg,
+        client,
         {
             "action": "rollback",
             "model_name": name,
@@ -544,9 +543,9 @@ def rollback(
             "reasons": [reason or f"rollback from v{current} to v{target}"],
             "ci": audit.ci_context() or None,
         },
+        model_name=name,
+        versions=[current, target],
     )
-    audit.tag_version(client, name, current, record)
-    audit.tag_version(client, name, target, record)
     client.set_model_version_tag(name, current, "promotion.rolled_back", record["timestamp"])
     return record
 
