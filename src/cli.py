@@ -305,7 +305,7 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
     "`keys rotate [--retire] [purpose=<name>]` (master key re-wrap, or a new data key)",
 )
 def cmd_keys(args: argparse.Namespace) -> int:
-    from speakerops.core import keys
+    from speakerops.core import keyops, keys
 
     action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("status", [])
     purpose = None
@@ -314,11 +314,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         rest = [o for o in rest if not o.startswith("purpose=")]
     cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
     if action == "init":
-        print(keys.init_keys(cfg))
+        print(keyops.init_keys(cfg))
     elif action == "status":
         _print_json(keys.keyring_from_cfg(cfg).status())
     elif action == "rotate":
-        print(keys.rotate_keys(cfg, retire=bool(args.retire), purpose=purpose))
+        print(keyops.rotate_keys(cfg, retire=bool(args.retire), purpose=purpose))
     else:
         raise ValueError(f"keys {action!r}: expected init, status or rotate")
     return 0

@@ -134,3 +134,37 @@ def test_malformed_keyring_and_foreign_blob_are_named(tmp_path: Path) -> None:
         _ring(tmp_path / "b").decrypt(blob, what="log part")
     with pytest.raises(KeyMaterialError, match="log part: not a speakerops encrypted blob"):
         _ring(tmp_path).decrypt(b"plain", what="log part")
+
+
+def test_keys_and_audit_commands(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`speakerops keys init/rotate/status` on a key file, then `audit verify` on a tampered log."""
+    from speakerops.cli import main
+    from speakerops.registry import audit
+
+    monkeypatch.delenv(keys.MASTER_KEY_ENV, raising=False)
+    monkeypatch.setenv(keys.MASTER_KEY_FILE_ENV, str(tmp_path / "master.key"))
+    store = [f"paths.registry_dir={tmp_path / 'registry'}"]
+    assert main(["keys", "init", *store]) == 0
+    assert "wrote a new master key" in capsys.readouterr().out
+    ring = keys.open_keyring(tmp_path / "registry")
+    blob = ring.encrypt("reference", b"kept across rotation")
+    rec = audit.append_audit(
+        tmp_path / "registry" / "audit.jsonl", {"action": "promote"}, keyring=ring
+    )
+    assert main(["keys", "rotate", *store]) == 0
+    assert "old master still unwraps" in capsys.readouterr().out
+    rotated = keys.open_keyring(tmp_path / "registry")  # reads the new key file
+    assert rotated.master_id != ring.master_id
+    assert rotated.decrypt(blob) == b"kept across rotation"
+    assert main(["keys", "status", *store]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {k["purpose"] for k in status["keys"]} == {"reference", "audit"}
+    assert all(len(k["masters"]) == 2 for k in status["keys"])
+
+    assert main(["audit", "verify", *store]) == 0
+    assert "1 record(s) verified" in capsys.readouterr().out
+    log = tmp_path / "registry" / "audit.jsonl"
+    log.write_text(log.read_text().replace('"promote"', '"rollback"'))
+    assert main(["audit", "verify", *store]) == 1
+    assert "MAC does not verify" in capsys.readouterr().err
+    assert rec["head"].startswith("1:")
