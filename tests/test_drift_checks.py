@@ -21,7 +21,7 @@ from speakerops.drift.checks import (
 )
 from speakerops.drift.config import DEFAULTS, drift_config
 from speakerops.drift.reference import Reference
-from speakerops.drift.synthetic import synthetic_population, synthetic_window
+from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPS = 20

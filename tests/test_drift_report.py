@@ -14,7 +14,7 @@ import pytest
 from speakerops.drift.checks import check_drift
 from speakerops.drift.reference import Reference
 from speakerops.drift.report import render_report
-from speakerops.drift.synthetic import synthetic_population, synthetic_window
+from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -17,7 +17,7 @@ from speakerops.drift.log import append_production_log, embedding_columns
 from speakerops.drift.reference import save_reference
 from speakerops.drift.retrain import retraining_command, trigger_retraining, validate_manifest
 from speakerops.drift.run import main
-from speakerops.drift.synthetic import synthetic_population, synthetic_window
+from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
 
 ENV = {
     **os.environ,

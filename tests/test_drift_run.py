@@ -13,7 +13,7 @@ from speakerops.core.keys import open_keyring
 from speakerops.drift.log import append_production_log
 from speakerops.drift.reference import save_reference
 from speakerops.drift.run import main
-from speakerops.drift.synthetic import synthetic_population
+from speakerops.drift.simulated_traffic import synthetic_population
 
 KEY = b"run-test-pseudonym-key-000000"
 

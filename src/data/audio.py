@@ -1,7 +1,8 @@
 """Audio I/O: read any soundfile-supported file, mix to mono, resample, and validate.
 
-`torchaudio.load` needs torchcodec, so files are read with soundfile; resampling uses
-`torchaudio.functional.resample` (band-limited sinc interpolation).
+`torchaudio.load` needs torchcodec, so files are read with soundfile (:func:`read_audio`, the
+one reader: noise/RIR banks and the baseline use it too); resampling is
+`speakerops.data.resample.resample` (band-limited sinc interpolation).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from speakerops.data.resample import resample
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -42,17 +45,37 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(str(path), int(info.samplerate), int(info.frames), int(info.channels))
 
 
-def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample a mono float32 waveform with torchaudio's band-limited sinc resampler."""
-    if orig_rate == target_rate:
-        return wav.astype(np.float32, copy=False)
-    import torch
-    import torchaudio.functional as AF
+def read_audio(
+    path: str | Path, start: int = 0, frames: int = -1, *, span_s: tuple | None = None
+) -> tuple[np.ndarray, int]:
+    """Samples ``[frames, channels]`` float32 (soundfile's layout) and the rate of ``path``,
+    from frame ``start`` (``frames=-1``: to the end), or the ``span_s = (start, end)`` seconds
+    (either may be None; a NaN end means the end of the file).
 
-    out = AF.resample(
-        torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig_rate, target_rate
-    )
-    return out.numpy()
+    Raises `AudioError` naming the file when it is unreadable, empty or holds NaN/Inf.
+    """
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            rate = fh.samplerate
+            if span_s is not None:
+                first_s, end = span_s
+                start = int(round((first_s or 0.0) * rate))
+                last = (
+                    fh.frames
+                    if end is None or _isnan(end)
+                    else min(fh.frames, int(round(end * rate)))
+                )
+                frames = max(0, last - start)
+            if start:
+                fh.seek(start)
+            data = fh.read(frames, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
+        raise AudioError(f"{path}: unreadable audio file, cannot read audio file ({exc})") from exc
+    if data.size == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio contains NaN or Inf samples")
+    return data, int(rate)
 
 
 def load_audio(
@@ -68,22 +91,9 @@ def load_audio(
     Raises `AudioError` naming the file when it is unreadable, empty, contains NaN/Inf,
     is digitally silent, or is shorter than `min_duration` seconds.
     """
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            rate = fh.samplerate
-            first = int(round((start or 0.0) * rate))
-            last = (
-                fh.frames if end is None or _isnan(end) else min(fh.frames, int(round(end * rate)))
-            )
-            if first:
-                fh.seek(first)
-            data = fh.read(max(0, last - first), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioError(f"{path}: unreadable audio file ({exc})") from exc
-    if data.size == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
+    data, rate = read_audio(path, span_s=(start, end))
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return validate_waveform(wav, int(rate), str(path), target_rate, min_duration)
+    return validate_waveform(wav, rate, str(path), target_rate, min_duration)
 
 
 def _isnan(x: float) -> bool:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.fft import dct
 
+from speakerops.data.audio import read_audio
+from speakerops.data.resample import resample
 from speakerops.eval.metrics import eer  # the project's one EER definition (ROCCH-EER)
 
 __all__ = [
@@ -97,20 +99,14 @@ def mfcc(x: np.ndarray, sample_rate: int, n_mfcc: int = 20, n_mels: int = 40) ->
 
 
 def load_waveforms(paths: Iterable[str | Path], sample_rate: int) -> list[np.ndarray]:
-    """Read mono audio with soundfile, resampling (polyphase) to ``sample_rate`` if needed."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
+    """Read mono audio (`speakerops.data.audio.read_audio`, channels averaged), resampled to
+    ``sample_rate`` if needed (`speakerops.data.resample.resample`)."""
     out = []
     for p in paths:
-        try:
-            x, sr = sf.read(str(p), dtype="float32", always_2d=True)
-        except Exception as e:  # soundfile raises several types
-            raise ValueError(f"cannot read audio file {p}: {e}") from e
-        x = x.mean(axis=1)
+        data, sr = read_audio(p)
+        x = data.mean(axis=1)
         if sr != sample_rate:
-            g = np.gcd(sr, sample_rate)
-            x = resample_poly(x, sample_rate // g, sr // g).astype(np.float32)
+            x = resample(x, sr, sample_rate)
         out.append(x)
     return out
 

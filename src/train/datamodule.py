@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from speakerops.data.audio import load_audio
+from speakerops.data.crop import random_crop
 from speakerops.data.manifest import read_manifest, read_trials, row_spans
 
 
@@ -43,14 +44,6 @@ class WaveformStore:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-
-def random_crop(wav: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """A random window of `length` samples; shorter inputs are tiled (repeated) first."""
-    if wav.numel() < length:
-        wav = wav.repeat(length // wav.numel() + 1)
-    start = int(torch.randint(0, wav.numel() - length + 1, (1,), generator=generator))
-    return wav[start : start + length]
 
 
 class CropDataset(Dataset):

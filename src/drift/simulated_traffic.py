@@ -1,4 +1,6 @@
-"""A synthetic speaker-embedding population for drift tests, the benchmark and demos.
+"""Simulated production traffic for the drift checks: a synthetic speaker-embedding population
+and production-log-shaped windows drawn from it (tests, the benchmark and demos; not the
+synthetic speech corpus, which is `speakerops.data.synthetic`).
 
 Model (unit-norm embeddings in D dims):
 
