@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
+import torchaudio.functional as AF
 
 from speakerops.data import synthetic as syn
 from speakerops.eval import baseline as bl
+from speakerops.eval.metrics import eer
 
 
 def _band_fraction(y: np.ndarray, sr: int, lo: float) -> float:
@@ -91,6 +94,15 @@ def test_sample_rate_option(speakers):
     assert np.isfinite(y8).all() and np.sqrt(np.mean(y8**2)) > 1e-3
     y22 = syn.synthesize_utterance(speakers[3], seed=2, duration_s=1.5, sample_rate=22050)
     assert y22.shape == (33075,)
+    # the same recording at another rate: the 16 kHz one resampled by an independent
+    # resampler (torchaudio's sinc) is within 2.3 % (8 kHz) and 0.6 % (22.05 kHz) RMS; another
+    # recording, or the 16 kHz samples merely cut to length, is ~150 % away
+    y16 = torch.from_numpy(syn.synthesize_utterance(speakers[3], seed=2, duration_s=1.5))
+    for y, rate in ((y8, 8000), (y22, 22050)):
+        ref = AF.resample(y16, 16000, rate).numpy()[: y.size]
+        assert ref.size == y.size
+        rel = float(np.sqrt(np.mean((y - ref) ** 2) / np.mean(ref**2)))
+        assert rel < 0.05, (rate, rel)
 
 
 def test_bad_arguments(speakers):
@@ -229,9 +241,25 @@ def test_reference_systems_read_the_corpus_files(tmp_path):
         df, waveforms=bl.load_waveforms([tmp_path / p for p in df["path"]], 16000)
     )
     assert 0.0 <= e <= 1.0
-    r = bl.reference_eers(df, test_speakers=["syn0003", "syn0004", "syn0005"], root=tmp_path)
+    # the EER of cosine scores over every unordered pair of distinct files, built here
+    pairs = [(a, b) for a in range(18) for b in range(a + 1, 18)]
+    unit = from_files / np.linalg.norm(from_files, axis=1, keepdims=True)
+    speaker = df["speaker"].to_numpy()
+    assert e == pytest.approx(
+        eer([unit[a] @ unit[b] for a, b in pairs], [speaker[a] == speaker[b] for a, b in pairs]),
+        abs=1e-12,
+    )
+    held_out = ["syn0003", "syn0004", "syn0005"]
+    r = bl.reference_eers(df, test_speakers=held_out, root=tmp_path)
     assert r["n_test_speakers"] == 3 and r["n_train_speakers"] == 3
     assert 0.0 <= r["mean_mfcc_eer"] <= 1.0 and 0.0 <= r["lda_proxy_eer"] <= 1.0
+    # each figure is its system on the held-out speakers only, the proxy fit on the others
+    test = df["speaker"].isin(held_out).to_numpy()
+    assert r["mean_mfcc_eer"] == bl.mean_mfcc_eer(df[test], root=tmp_path)
+    waves = bl.load_waveforms([tmp_path / p for p in df["path"]], 16000)
+    feats = np.stack([bl.utterance_stats(w, 16000) for w in waves])
+    want = bl.lda_proxy_eer(feats[~test], speaker[~test], feats[test], speaker[test])
+    assert r["lda_proxy_eer"] == want
     with pytest.raises(ValueError, match="lacks column"):
         bl.mean_mfcc_eer(df.drop(columns="path"), root=tmp_path)
     with pytest.raises(ValueError, match="cannot read audio file"):
