@@ -100,3 +100,43 @@ MICRO_CORPUS = [
     "data.loader.batch_size=8",
     "data.loader.num_workers=0",
 ]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A PostgreSQL server URL: `SPEAKEROPS_TEST_POSTGRES_URL` (`.ci/run` starts one with
+    `scripts/postgres.sh start`), else the same script starts a local cluster now."""
+    import subprocess
+
+    url = os.environ.get("SPEAKEROPS_TEST_POSTGRES_URL")
+    if not url:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "postgres.sh"), "start"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"PostgreSQL could not be started: {proc.stderr.strip()[-500:]}")
+        url = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    return url
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str, request) -> str:
+    """A fresh, empty database on the test server for one test (dropped afterwards)."""
+    import re
+
+    import psycopg
+
+    name = (
+        "t_"
+        + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+        + "_"
+        + os.urandom(3).hex()
+    )
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
