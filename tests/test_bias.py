@@ -172,7 +172,7 @@ def test_insufficient_and_cross_group_rows_are_reported():
     assert rep2.set_index("group").loc["A", "n_nontarget"] > by.loc["A", "n_nontarget"]
 
 
-def test_single_ok_group_gives_nan_summaries_and_missing_values():
+def test_no_qualifying_group_gives_nan_summaries_and_missing_values():
     df = make_trials(n=40, cross=0)
     df.loc[df.index[:5], "gender"] = None
     out = B.bias_summary(df, "gender", 0.0, min_trials=100)
@@ -182,6 +182,24 @@ def test_single_ok_group_gives_nan_summaries_and_missing_values():
     assert s["worst_group"] is None
     assert "missing" in s["table"]["group"].tolist()
     assert (s["table"]["status"] == "insufficient trials").all()
+
+
+def test_exactly_one_qualifying_group_gives_nan_garbe_and_a_finite_worst_ratio():
+    """One group with enough trials: GARBE / FDR compare groups, so they are undefined (NaN);
+    the worst ratio is that group's largest ratio to the overall rates, finite. The degraded
+    small groups (B, C) would be the worst were they counted."""
+    df = make_trials(degrade="B", n=60, cross=0)
+    small = df[df.gender.isin(["B", "C"])].groupby(["gender", "label"]).head(20)
+    df = pd.concat([df[df.gender == "A"], small, df[df.gender == "D"]], ignore_index=True)
+    s = B.bias_summary(df, "gender", 0.0, min_trials=100)["gender"]
+    by = s["table"].set_index("group")
+    assert s["n_groups_ok"] == 1 and by.loc["A", "status"] == "ok"
+    assert (by.drop(index="A")["status"] == "insufficient trials").all()
+    assert math.isnan(s["garbe"]) and math.isnan(s["fdr"])
+    ratios = by.loc["A", ["eer_ratio", "fmr_ratio", "fnmr_ratio"]].astype(float)
+    assert math.isfinite(s["worst_ratio"]) and s["worst_ratio"] == ratios.max()
+    assert s["worst_group"] == "A" and s["worst_metric"] == ratios.idxmax()
+    assert by.loc["B", "eer_ratio"] > s["worst_ratio"]  # excluded, not merely milder
 
 
 def test_table_errors():
