@@ -174,8 +174,8 @@ def test_speed_index_convention() -> None:
     sp = SpeedPerturb(factors=(1.1, 1.0, 0.9))
     assert sp.index_to_factor == (1.0, 1.1, 0.9)
     assert sp.num_label_copies == 3
-    assert AugmentPipeline([], speed=sp).num_label_copies == 3
-    assert AugmentPipeline([]).num_label_copies == 1
+    assert AugmentPipeline([], sample_rate=SR, speed=sp).num_label_copies == 3
+    assert AugmentPipeline([], sample_rate=SR).num_label_copies == 1
     with pytest.raises(ValueError, match="must contain 1.0"):
         SpeedPerturb(factors=(0.9, 1.1))
     # default p = 2/3: uniform over the three speeds (WeSpeaker)
@@ -183,7 +183,7 @@ def test_speed_index_convention() -> None:
     counts = np.bincount([SpeedPerturb().draw_index(g) for _ in range(3000)], minlength=3)
     assert np.all(np.abs(counts / 3000 - 1 / 3) < 0.04)
     with pytest.raises(TypeError, match="speed="):
-        AugmentPipeline([SpeedPerturb()])
+        AugmentPipeline([SpeedPerturb()], sample_rate=SR)
 
 
 def test_simulated_reverb_noise_rir_keeps_alignment_and_changes_signal() -> None:
@@ -283,6 +283,7 @@ def test_p_zero_is_identity_and_probabilities_apply() -> None:
             AddNoise(p=0.0),
             TelephoneChannel(p=0.0),
         ],
+        sample_rate=SR,
         speed=SpeedPerturb(p=0.0),
     )
     for seed in range(5):
@@ -601,6 +602,7 @@ def test_real_speech_full_pipeline_and_telephone() -> None:
             AddNoise(noise_dir=str(need_data("noise")), p=1.0),
             TelephoneChannel(p=1.0),
         ],
+        sample_rate=SR,
         speed=SpeedPerturb(p=1.0),
     )
     for seed in range(4):

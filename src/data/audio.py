@@ -7,15 +7,28 @@ one reader: noise/RIR banks and the baseline use it too); resampling is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from omegaconf import OmegaConf
 
+from speakerops.config import conf_dir
 from speakerops.data.resample import resample
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+@functools.cache
+def audio_extensions() -> frozenset[str]:
+    """The audio file types picked up from folders (lower case, with the dot): ``audio.extensions``
+    of the project's ``conf/config.yaml`` (`speakerops.config.conf_dir`)."""
+    path = conf_dir() / "config.yaml"
+    exts = OmegaConf.select(OmegaConf.load(path), "audio.extensions")
+    if not exts:
+        raise ValueError(f"{path}: audio.extensions is missing or empty (e.g. [.wav, .flac])")
+    return frozenset(str(e).lower() for e in exts)
 
 
 class AudioError(ValueError):
@@ -131,6 +144,5 @@ def list_audio_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
+    exts = audio_extensions()
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)

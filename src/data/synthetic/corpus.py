@@ -15,6 +15,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from speakerops.data.synthetic.speakers import SpeakerProfile, _check_degrade, make_speakers
+from speakerops.data.synthetic.speech import INTERNAL_SAMPLE_RATE
 from speakerops.data.synthetic.utterance import _synthesize
 
 
@@ -47,7 +48,7 @@ def generate_corpus(
     n_speakers: int,
     utts_per_speaker: int,
     seed: int = 0,
-    sample_rate: int = 16000,
+    sample_rate: int = INTERNAL_SAMPLE_RATE,
     min_duration_s: float = 2.0,
     max_duration_s: float = 4.0,
     degrade: Mapping[str, Any] | None = None,

@@ -86,7 +86,7 @@ def synthesize_utterance(
     speaker: SpeakerProfile,
     seed: int,
     duration_s: float,
-    sample_rate: int = 16000,
+    sample_rate: int = INTERNAL_SAMPLE_RATE,
     channel: str | None = None,
     degrade: Mapping[str, Any] | None = None,
 ) -> np.ndarray:

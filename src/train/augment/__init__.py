@@ -36,7 +36,6 @@ from speakerops.data.channel.codec import alaw_decode, alaw_encode
 from speakerops.data.channel.level import achieved_snr_db
 from speakerops.data.channel.noise import NOISE_COLORS, colored_noise
 from speakerops.data.channel.room import direct_path_index
-from speakerops.train.augment.bank import AUDIO_EXTENSIONS
 from speakerops.train.augment.base import Augmentation
 from speakerops.train.augment.noise import DEFAULT_MUSAN_CATEGORIES, AddNoise
 from speakerops.train.augment.pipeline import AugmentPipeline
@@ -46,7 +45,6 @@ from speakerops.train.augment.speed import SpeedPerturb
 from speakerops.train.augment.telephone import TelephoneChannel
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "AddNoise",
     "AugmentPipeline",
     "Augmentation",

@@ -18,15 +18,6 @@ from speakerops.data.resample import resample
 
 log = logging.getLogger(__name__)
 
-# Every format libsndfile reads; noise and RIR folders are searched for these.
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
-
-
-def list_audio_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-    )
-
 
 def _read_channels(path: Path, *, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
     """``[channels, samples]`` float32 of ``path`` (the one reader, `data.audio.read_audio`)."""

@@ -55,7 +55,7 @@ class Augmentation:
     p: float = 1.0
 
     def __call__(
-        self, wav: torch.Tensor, generator: torch.Generator, sample_rate: int = 16000
+        self, wav: torch.Tensor, generator: torch.Generator, sample_rate: int
     ) -> torch.Tensor:
         if self.p <= 0.0:
             return wav

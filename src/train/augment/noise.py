@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
+from speakerops.data.audio import audio_extensions, list_audio_files
 from speakerops.data.channel.level import EPS_POWER, power, randint, uniform
 from speakerops.data.channel.noise import NOISE_COLORS, add_at_snr, colored_noise
-from speakerops.train.augment.bank import AUDIO_EXTENSIONS, AudioBank, list_audio_files
+from speakerops.train.augment.bank import AudioBank
 from speakerops.train.augment.base import Augmentation, check_p, check_range, to_plain
 
 # Kaldi / WeSpeaker MUSAN recipe: babble = 3-7 summed speakers.
@@ -89,7 +90,7 @@ class AddNoise(Augmentation):
             files = list_audio_files(root)
             if not files:
                 raise ValueError(
-                    f"AddNoise.noise_dir {root} has no audio files ({sorted(AUDIO_EXTENSIONS)})"
+                    f"AddNoise.noise_dir {root} has no audio files ({sorted(audio_extensions())})"
                 )
             self._add_category("noise", {"snr_db": self.snr_db}, files, cache_mb)
 

@@ -28,7 +28,8 @@ class AugmentPipeline:
         self,
         augmentations: Sequence[Callable[..., torch.Tensor]]
         | Mapping[str, Callable[..., torch.Tensor] | None] = (),
-        sample_rate: int = 16000,
+        *,
+        sample_rate: int,
         speed: SpeedPerturb | None = None,
     ) -> None:
         if augmentations is None:

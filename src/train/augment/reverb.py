@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from speakerops.data.audio import audio_extensions, list_audio_files
 from speakerops.data.channel.level import randint
 from speakerops.data.channel.room import noise_rir, prepare_rir, reverberate, room_rir
-from speakerops.train.augment.bank import AUDIO_EXTENSIONS, AudioBank, list_audio_files
+from speakerops.train.augment.bank import AudioBank
 from speakerops.train.augment.base import Augmentation, check_p, check_range
 
 
@@ -71,7 +72,7 @@ class Reverberate(Augmentation):
             files = list_audio_files(root)
             if not files:
                 raise ValueError(
-                    f"Reverberate.rir_dir {root} has no audio files ({sorted(AUDIO_EXTENSIONS)})"
+                    f"Reverberate.rir_dir {root} has no audio files ({sorted(audio_extensions())})"
                 )
             self._bank = AudioBank(files, mono=False, cache_mb=cache_mb, transform=prepare_rir)
 

@@ -68,7 +68,7 @@ class SpeedPerturb:
         return resample(wav, orig, sample_rate)
 
     def __call__(
-        self, wav: torch.Tensor, generator: torch.Generator, sample_rate: int = 16000
+        self, wav: torch.Tensor, generator: torch.Generator, sample_rate: int
     ) -> tuple[torch.Tensor, int]:
         idx = self.draw_index(generator)
         if idx == 0:
