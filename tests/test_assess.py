@@ -1,4 +1,4 @@
-"""speakerops.eval.evaluate.assess: figures, speaker-bootstrap intervals (paired for two
+"""speakerops.eval.assess.assess: figures, speaker-bootstrap intervals (paired for two
 systems) and per-group bias, against the finished building blocks. Simulated scores: fast."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from speakerops.eval import metrics as M
+from speakerops.eval.assess import AssessSettings, assess
 from speakerops.eval.bias import bias_summary
 from speakerops.eval.bootstrap import speaker_bootstrap, verification_metric_fns
-from speakerops.eval.evaluate import AssessSettings, TrialSet, assess, trial_table
+from speakerops.eval.trials import TrialSet, trial_table
 
 
 def world(seed: int = 0, n_spk: int = 36, per: int = 4, weak_group: str | None = None):
@@ -66,6 +67,9 @@ SETTINGS = AssessSettings(
     ratio_metrics=("eer_ratio", "fmr_ratio", "fnmr_ratio"),
     n_boot=150,
     seed=5,
+    same_group_pairs=True,  # every setting explicit: AssessSettings has no defaults of its own
+    garbe_alpha=0.5,
+    confidence=0.95,
 )
 
 

@@ -11,6 +11,9 @@ import pytest
 from speakerops.eval import bias as B
 from speakerops.eval.metrics import eer, eer_threshold
 
+# the per-group minimums are always given (conf/ holds the configured ones): 100/30/30 here
+MIN = {"min_trials": 100, "min_targets": 30, "min_nontargets": 30}
+
 
 def make_trials(degrade=None, n=600, seed=0, tiny_group=True, cross=200):
     """Groups A, B, C, each with n target + n non-target same-group trials; the group in
@@ -129,16 +132,18 @@ def test_degraded_group_flagged_and_garbe_higher():
     bal = make_trials(degrade=None)
     deg = make_trials(degrade="C")
     thr = eer_threshold(deg.score, deg.label)[1]
-    rep = B.group_report(deg, "gender", thr, enroll_column="enroll_gender")
+    rep = B.group_report(deg, "gender", thr, enroll_column="enroll_gender", **MIN)
     by = rep.set_index("group")
     assert by.loc["C", "status"] == "ok"
     assert by.loc["C", "eer_ratio"] > 1.5
     assert max(by.loc["C", "fmr_ratio"], by.loc["C", "fnmr_ratio"]) > 1.5
     for g in ("A", "B"):
         assert by.loc[g, "eer_ratio"] < 1.0
-    s_deg = B.bias_summary(deg, ["gender"], thr, enroll_columns={"gender": "enroll_gender"})
+    s_deg = B.bias_summary(deg, ["gender"], thr, enroll_columns={"gender": "enroll_gender"}, **MIN)
     thr_b = eer_threshold(bal.score, bal.label)[1]
-    s_bal = B.bias_summary(bal, ["gender"], thr_b, enroll_columns={"gender": "enroll_gender"})
+    s_bal = B.bias_summary(
+        bal, ["gender"], thr_b, enroll_columns={"gender": "enroll_gender"}, **MIN
+    )
     d, b = s_deg["gender"], s_bal["gender"]
     assert d["garbe"] > b["garbe"] + 0.2
     assert d["fdr"] < b["fdr"] - 0.1
@@ -152,7 +157,7 @@ def test_degraded_group_flagged_and_garbe_higher():
 def test_insufficient_and_cross_group_rows_are_reported():
     df = make_trials(degrade="C")
     thr = 0.0
-    rep = B.group_report(df, "gender", thr, enroll_column="enroll_gender")
+    rep = B.group_report(df, "gender", thr, enroll_column="enroll_gender", **MIN)
     assert rep["group"].tolist() == ["A", "B", "C", "D", "cross-group"]
     by = rep.set_index("group")
     assert by.loc["D", "status"] == "insufficient trials"
@@ -163,11 +168,13 @@ def test_insufficient_and_cross_group_rows_are_reported():
     assert math.isnan(cg["eer"]) and math.isnan(cg["fnmr"]) and not math.isnan(cg["fmr"])
     # overall reference excludes the (easy) cross-group non-targets
     assert rep.attrs["overall"]["n_trials"] == len(df) - 200
-    s = B.bias_summary(df, ["gender"], thr, enroll_columns={"gender": "enroll_gender"})["gender"]
+    s = B.bias_summary(df, ["gender"], thr, enroll_columns={"gender": "enroll_gender"}, **MIN)[
+        "gender"
+    ]
     assert s["n_groups_ok"] == 3
     assert s["worst_group"] in {"A", "B", "C"}
     # without enroll_column the test-side value is taken: the cross trials join A and B
-    rep2 = B.group_report(df, "gender", thr)
+    rep2 = B.group_report(df, "gender", thr, **MIN)
     assert "cross-group" not in rep2["group"].tolist()
     assert rep2.set_index("group").loc["A", "n_nontarget"] > by.loc["A", "n_nontarget"]
 
@@ -175,7 +182,7 @@ def test_insufficient_and_cross_group_rows_are_reported():
 def test_no_qualifying_group_gives_nan_summaries_and_missing_values():
     df = make_trials(n=40, cross=0)
     df.loc[df.index[:5], "gender"] = None
-    out = B.bias_summary(df, "gender", 0.0, min_trials=100)
+    out = B.bias_summary(df, "gender", 0.0, min_trials=100, min_targets=30, min_nontargets=30)
     s = out["gender"]
     assert s["n_groups_ok"] == 0
     assert math.isnan(s["garbe"]) and math.isnan(s["fdr"]) and math.isnan(s["worst_ratio"])
@@ -205,14 +212,14 @@ def test_exactly_one_qualifying_group_gives_nan_garbe_and_a_finite_worst_ratio()
 def test_table_errors():
     df = make_trials(n=20, cross=0)
     with pytest.raises(ValueError, match="missing column"):
-        B.group_report(df, "age", 0.0)
+        B.group_report(df, "age", 0.0, **MIN)
     with pytest.raises(ValueError, match="threshold"):
-        B.group_report(df, "gender", float("nan"))
+        B.group_report(df, "gender", float("nan"), **MIN)
     bad = df.copy()
     bad.loc[0, "score"] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        B.group_report(bad, "gender", 0.0)
+        B.group_report(bad, "gender", 0.0, **MIN)
     with pytest.raises(ValueError, match="empty"):
-        B.group_report(df.iloc[:0], "gender", 0.0)
+        B.group_report(df.iloc[:0], "gender", 0.0, **MIN)
     with pytest.raises(ValueError, match="not in columns"):
-        B.bias_summary(df, ["gender"], 0.0, enroll_columns={"age": "enroll_age"})
+        B.bias_summary(df, ["gender"], 0.0, enroll_columns={"age": "enroll_age"}, **MIN)

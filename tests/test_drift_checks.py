@@ -13,7 +13,6 @@ from threadpoolctl import threadpool_limits
 
 from speakerops.drift.checks import (
     DriftRefusal,
-    build_cohort,
     check_drift,
     cohort_topk_scores,
     one_per_group,
@@ -22,6 +21,7 @@ from speakerops.drift.checks import (
 from speakerops.drift.config import DEFAULTS, drift_config
 from speakerops.drift.reference import Reference
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
+from speakerops.eval.scoring import build_cohort
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPS = 20

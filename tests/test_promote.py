@@ -168,8 +168,9 @@ def failed(verdict: dict) -> set[str]:
 def test_evaluate_stage_outputs_and_packaged_scoring(world) -> None:
     """The evaluate stage wrote its figures; the registered package carries the AS-norm
     cohort, the calibration and the operating point, and reproduces the stage's LLRs."""
-    from speakerops.eval.evaluate import embed_split, load_trial_set, system_scores
-    from speakerops.eval.scoring import Scorer
+    from speakerops.eval.evaluate import embed_split
+    from speakerops.eval.scoring import Scorer, system_scores
+    from speakerops.eval.trials import load_trial_set
     from speakerops.registry.package import load_encoder
 
     root = world["root"]

@@ -288,7 +288,7 @@ def test_naive_baseline_fails_and_learned_proxy_does_not(small_task):
     waves, labels, test = small_task
     test_waves = [w for w, t in zip(waves, test, strict=True) if t]
     i, j, y = bl.all_pairs_trials(labels[test])
-    base = bl.eer(bl.cosine_scores(bl.mean_mfcc_embeddings(test_waves, 16000), i, j), y)
+    base = bl.eer(bl.pair_cosines(bl.mean_mfcc_embeddings(test_waves, 16000), i, j), y)
     feats = np.stack([bl.utterance_stats(w, 16000) for w in waves])
     proxy = bl.lda_proxy_eer(feats[~test], labels[~test], feats[test], labels[test])
     print(f"mean-MFCC EER {base:.3f}, LDA proxy EER {proxy:.3f}")

@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import emb_column_names, embedding_columns
 from speakerops.drift.reference import Reference
+from speakerops.eval.scoring import build_cohort
 
 SCORE_COLUMNS = ("score_cohort_topk", "score_random_pair")
 GROUP_COLUMN = "_speaker_group"
@@ -176,31 +176,6 @@ def _l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def build_cohort(
-    ref_emb: np.ndarray, speakers: np.ndarray | None, max_cohort: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cohort = L2-normalised per-speaker means of the reference (at most ``max_cohort``
-    seeded speakers), or, with no speaker labels, a seeded subset of reference rows.
-    Returns ``(cohort [C, D], owner)``: owner = speaker label or row index per entry."""
-    x = _l2n(ref_emb)
-    if speakers is not None and pd.Series(speakers).nunique(dropna=True) >= 2:
-        codes, uniq = pd.factorize(pd.Series(speakers), sort=True)
-        valid = np.flatnonzero(codes >= 0)
-        onehot = sparse.csr_matrix(
-            (np.ones(len(valid), np.float32), (codes[valid], valid)), shape=(len(uniq), len(x))
-        )
-        sums = np.asarray(onehot @ x)
-        owner = np.asarray(uniq, dtype=object)
-        keep = np.arange(len(uniq))
-        if len(keep) > max_cohort:
-            keep = np.sort(rng.choice(keep, max_cohort, replace=False))
-        return _l2n(sums[keep]), owner[keep]
-    rows = np.arange(len(x))
-    if len(rows) > max_cohort:
-        rows = np.sort(rng.choice(rows, max_cohort, replace=False))
-    return x[rows], rows.astype(object)
-
-
 def cohort_topk_scores(
     x: np.ndarray, cohort: np.ndarray, k: int, exclude: np.ndarray | None = None, chunk: int = 8192
 ) -> np.ndarray:
@@ -240,14 +215,21 @@ def _scores(
     d,
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    cohort, owner = build_cohort(ref_x, ref_speakers, int(d.scores.max_cohort), rng)
+    max_cohort = int(d.scores.max_cohort)
     if ref_speakers is not None and pd.Series(ref_speakers).nunique(dropna=True) >= 2:
-        pos = {o: i for i, o in enumerate(owner)}
-        exclude = np.array([pos.get(s, -1) for s in ref_speakers], dtype=np.int64)
+        cohort, names = build_cohort(ref_x, ref_speakers, max_cohort, rng)
+        pos = {name: i for i, name in enumerate(names)}
+        exclude = np.array(
+            [pos.get(str(s), -1) if pd.notna(s) else -1 for s in ref_speakers], dtype=np.int64
+        )
         cohort_kind = "reference speaker means"
-    else:
-        pos = {int(o): i for i, o in enumerate(owner)}
-        exclude = np.array([pos.get(i, -1) for i in range(len(ref_x))], dtype=np.int64)
+    else:  # no speaker labels: a seeded subset of the reference utterances
+        rows = np.arange(len(ref_x))
+        if len(rows) > max_cohort:
+            rows = np.sort(rng.choice(rows, max_cohort, replace=False))
+        cohort = _l2n(ref_x)[rows]
+        exclude = np.full(len(ref_x), -1, dtype=np.int64)
+        exclude[rows] = np.arange(len(rows))
         cohort_kind = "reference utterances"
     k = int(d.scores.cohort_top_k)
     cur_n, ref_n = _l2n(cur_x), _l2n(ref_x)

@@ -28,7 +28,6 @@ from speakerops.eval.metrics import eer  # the project's one EER definition (ROC
 
 __all__ = [
     "all_pairs_trials",
-    "cosine_scores",
     "eer",
     "f0_track",
     "lda_proxy_eer",
@@ -37,6 +36,7 @@ __all__ = [
     "mean_mfcc_eer",
     "mean_mfcc_embeddings",
     "mfcc",
+    "pair_cosines",
     "reference_eers",
     "utterance_stats",
 ]
@@ -187,8 +187,9 @@ def all_pairs_trials(speakers: Sequence[str]) -> tuple[np.ndarray, np.ndarray, n
     return i, j, (spk[i] == spk[j]).astype(np.int64)
 
 
-def cosine_scores(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """s = e_i·e_j / (‖e_i‖‖e_j‖)."""
+def pair_cosines(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """s = e_i·e_j / (‖e_i‖‖e_j‖) for the index pairs (i, j) of an embedding matrix (trial
+    lists by utterance id are scored by :func:`speakerops.eval.scoring.cosine_scores`)."""
     e = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
     return np.sum(e[i] * e[j], axis=1)
 
@@ -209,7 +210,7 @@ def mean_mfcc_eer(
     ws = waveforms if waveforms is not None else load_waveforms(_resolve(df, root), sample_rate)
     emb = mean_mfcc_embeddings(ws, sample_rate)
     i, j, y = all_pairs_trials(df["speaker"].to_numpy())
-    return eer(cosine_scores(emb, i, j), y)
+    return eer(pair_cosines(emb, i, j), y)
 
 
 def lda_proxy_eer(
@@ -241,7 +242,7 @@ def lda_proxy_eer(
         emb = lda.transform((test_feats - mu) / sd)
         emb = emb - lda.transform((train_feats - mu) / sd).mean(axis=0)
     i, j, y = all_pairs_trials(test_speakers)
-    return eer(cosine_scores(emb, i, j), y)
+    return eer(pair_cosines(emb, i, j), y)
 
 
 def reference_eers(
@@ -262,7 +263,7 @@ def reference_eers(
     emb = mean_mfcc_embeddings([w for w, t in zip(ws, test, strict=True) if t], sample_rate)
     i, j, y = all_pairs_trials(spk[test])
     return {
-        "mean_mfcc_eer": eer(cosine_scores(emb, i, j), y),
+        "mean_mfcc_eer": eer(pair_cosines(emb, i, j), y),
         "lda_proxy_eer": lda_proxy_eer(feats[~test], spk[~test], feats[test], spk[test]),
         "n_test_speakers": int(len(set(spk[test]))),
         "n_train_speakers": int(len(set(spk[~test]))),

@@ -1,4 +1,5 @@
-"""Per-group (demographic) performance and the GARBE / FDR fairness summaries.
+"""Per-group (demographic) performance and the GARBE / FDR fairness summaries: the ONE bias
+engine, used by the per-group tables and, on row indices, by every bootstrap replicate.
 
 Input: a trial table (pandas DataFrame) with a ``score`` column (raw score or LLR), a
 ``label`` column (1 = target) and one column per grouping (e.g. ``gender``, ``age_band``).
@@ -14,40 +15,56 @@ group ``missing``.
 
 **Per-group figures** use ONE global threshold (accept if score >= threshold):
 FMR_g = #{non-targets of g with s >= t} / N_non,g, FNMR_g = #{targets of g with s < t} /
-N_tar,g, EER_g = ROCCH-EER of g's trials (:func:`speakerops.eval.metrics.eer`). Ratios are
-to the same figures over all trials assigned to a group (``cross-group`` excluded):
-ratio = group / overall (1.0 when both are 0, inf when only the overall is 0).
+N_tar,g, EER_g = ROCCH-EER of g's trials (:func:`speakerops.eval.metrics.eer`) and, given an
+operating point ``cost = (P_target, C_miss, C_fa)`` on LLRs, DCF_g = the actual detection
+cost there (:func:`speakerops.eval.metrics.act_dcf`). Ratios are to the same figures over all
+trials assigned to a group (``cross-group`` excluded): ratio = group / overall (1.0 when both
+are 0, inf when only the overall is 0).
 
 A group with fewer than ``min_trials`` trials, ``min_targets`` targets or ``min_nontargets``
 non-targets gets status ``"insufficient trials"``: it is reported with whatever figures are
-computable, and left out of GARBE, FDR and the worst-ratio search.
+computable, and left out of GARBE, FDR and the worst-ratio search (:func:`disparity`).
+
+**Resamples.** :func:`column_figures` and :func:`disparity` take ``rows`` (trial indices,
+repeats allowed): a bootstrap replicate computes the same figures on its resample over the
+groups that were "ok" on the full list; a group with no targets or no non-targets in a
+resample is left out of that resample's summaries.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
 
-from .metrics import eer as _eer
-from .metrics import validate_trials
+from .fairness import fdr, garbe, gini
+from .metrics import act_dcf, eer
+from .trials import validate_trials
 
 __all__ = [
+    "BIAS_FIGURES",
     "CROSS_GROUP",
     "MISSING_GROUP",
+    "RATIO_METRICS",
     "STATUS_CROSS",
     "STATUS_INSUFFICIENT",
     "STATUS_OK",
+    "GroupCodes",
+    "across_columns",
     "assign_groups",
     "bias_summary",
+    "column_figures",
+    "disparity",
     "fdr",
     "garbe",
     "gini",
+    "group_codes",
     "group_report",
+    "rates",
 ]
 
 CROSS_GROUP = "cross-group"
@@ -55,6 +72,9 @@ MISSING_GROUP = "missing"
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient trials"
 STATUS_CROSS = "cross-group"
+BIAS_FIGURES = ("worst_ratio", "garbe", "fdr")
+RATIO_METRICS = ("eer_ratio", "fmr_ratio", "fnmr_ratio", "dcf_ratio")
+TABLE_RATIOS = ("eer_ratio", "fmr_ratio", "fnmr_ratio")  # what a table without a cost holds
 
 REPORT_COLUMNS = [
     "group",
@@ -69,89 +89,12 @@ REPORT_COLUMNS = [
     "fnmr_ratio",
     "status",
 ]
+COST_COLUMNS = [*REPORT_COLUMNS[:7], "dcf", *REPORT_COLUMNS[7:10], "dcf_ratio", "status"]
+
+Cost = tuple[float, float, float]  # (p_target, c_miss, c_fa)
 
 
-# --------------------------------------------------------------------------- summaries
-
-
-def _values(x: Mapping[Any, float] | Sequence[float] | ArrayLike, name: str) -> np.ndarray:
-    if isinstance(x, Mapping):
-        x = list(x.values())
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains non-finite values: {a.tolist()}")
-    if (a < 0).any():
-        raise ValueError(f"{name} must be >= 0, got {a.tolist()}")
-    return a
-
-
-def _paired(fmr, fnmr, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if isinstance(fmr, Mapping) and isinstance(fnmr, Mapping) and set(fmr) != set(fnmr):
-        raise ValueError(f"fmr and fnmr name different groups: {sorted(fmr)} vs {sorted(fnmr)}")
-    if isinstance(fmr, Mapping) and isinstance(fnmr, Mapping):
-        fnmr = {k: fnmr[k] for k in fmr}
-    a = _values(fmr, "fmr_by_group")
-    b = _values(fnmr, "fnmr_by_group")
-    if a.size != b.size:
-        raise ValueError(f"fmr_by_group has {a.size} groups, fnmr_by_group {b.size}")
-    if a.size < 2:
-        raise ValueError(f"need at least 2 groups to measure disparity, got {a.size}")
-    return a, b
-
-
-def gini(x: Sequence[float] | ArrayLike) -> float:
-    """Gini coefficient with the small-sample correction (Howard et al. 2022):
-
-        G(x) = n/(n−1) · Σ_i Σ_j |x_i − x_j| / (2 n² · mean(x))
-
-    0 when all groups are equal (or all zero); 1 when one group carries all the errors.
-    """
-    a = _values(x, "x")
-    n = a.size
-    if n < 2:
-        raise ValueError(f"Gini needs at least 2 values, got {n}")
-    m = a.mean()
-    if m == 0:
-        return 0.0
-    return float(n / (n - 1) * np.abs(a[:, None] - a[None, :]).sum() / (2.0 * n * n * m))
-
-
-def garbe(
-    fmr_by_group: Mapping[Any, float] | Sequence[float],
-    fnmr_by_group: Mapping[Any, float] | Sequence[float],
-    alpha: float = 0.5,
-) -> float:
-    """GARBE (Gini Aggregation Rate for Biometric Equitability, Howard et al. 2022):
-
-        GARBE = α·G(FMR_g) + (1−α)·G(FNMR_g)
-
-    with G the corrected Gini coefficient (:func:`gini`). 0 = perfectly equitable; higher =
-    worse. Mappings are matched by group name.
-    """
-    a, b = _paired(fmr_by_group, fnmr_by_group, alpha)
-    return float(alpha) * gini(a) + (1.0 - float(alpha)) * gini(b)
-
-
-def fdr(
-    fmr_by_group: Mapping[Any, float] | Sequence[float],
-    fnmr_by_group: Mapping[Any, float] | Sequence[float],
-    alpha: float = 0.5,
-) -> float:
-    """Fairness Discrepancy Rate (de Freitas Pereira & Marcel 2021) at one threshold:
-
-        FDR = 1 − [ α·max_{i,j} |FMR_i − FMR_j| + (1−α)·max_{i,j} |FNMR_i − FNMR_j| ]
-
-    1 = perfectly fair; lower = worse.
-    """
-    a, b = _paired(fmr_by_group, fnmr_by_group, alpha)
-    return 1.0 - (float(alpha) * float(np.ptp(a)) + (1.0 - float(alpha)) * float(np.ptp(b)))
-
-
-# --------------------------------------------------------------------------- tables
+# --------------------------------------------------------------------------- the engine
 
 
 def _check_table(trials: pd.DataFrame, cols: Sequence[str]) -> None:
@@ -184,6 +127,27 @@ def assign_groups(trials: pd.DataFrame, column: str, enroll_column: str | None =
     return g.rename(column)
 
 
+@dataclass(frozen=True)
+class GroupCodes:
+    """The groups of one column: ``names`` sorted, ``codes[i]`` = index of trial i's group in
+    ``names``, −1 for a ``cross-group`` trial."""
+
+    names: tuple[str, ...]
+    codes: np.ndarray
+
+    @property
+    def in_group(self) -> np.ndarray:
+        return self.codes >= 0
+
+
+def group_codes(trials: pd.DataFrame, column: str, enroll_column: str | None = None) -> GroupCodes:
+    """:func:`assign_groups` as integer codes."""
+    groups = assign_groups(trials, column, enroll_column).to_numpy()
+    names = tuple(sorted(set(groups[groups != CROSS_GROUP].tolist())))
+    lookup = {g: i for i, g in enumerate(names)}
+    return GroupCodes(names, np.array([lookup.get(g, -1) for g in groups], dtype=np.int64))
+
+
 def _ratio(x: float, ref: float) -> float:
     if math.isnan(x) or math.isnan(ref):
         return math.nan
@@ -192,13 +156,111 @@ def _ratio(x: float, ref: float) -> float:
     return 1.0 if x == 0 else math.inf
 
 
-def _rates(s: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float, float]:
+def rates(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, cost: Cost | None = None
+) -> dict[str, float]:
+    """``eer``, ``fmr``, ``fnmr`` at ``threshold`` (and ``dcf`` at ``cost``) of a trial subset
+    (float scores, bool labels); NaN where a class is absent."""
+    s, y = scores, labels
     n_tar = int(y.sum())
     n_non = y.size - n_tar
-    fmr = float(np.count_nonzero(s[~y] >= threshold) / n_non) if n_non else math.nan
-    fnmr = float(np.count_nonzero(s[y] < threshold) / n_tar) if n_tar else math.nan
-    e = _eer(s, y) if n_tar and n_non else math.nan
-    return e, fmr, fnmr
+    both = bool(n_tar and n_non)
+    out = {
+        "eer": eer(s, y) if both else math.nan,
+        "fmr": float(np.count_nonzero(s[~y] >= threshold) / n_non) if n_non else math.nan,
+        "fnmr": float(np.count_nonzero(s[y] < threshold) / n_tar) if n_tar else math.nan,
+    }
+    if cost is not None:
+        out["dcf"] = act_dcf(s, y, *cost) if both else math.nan
+    return out
+
+
+def column_figures(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: GroupCodes,
+    threshold: float,
+    *,
+    cost: Cost | None = None,
+    rows: np.ndarray | None = None,
+    only: Collection[str] | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """``(overall, {group: figures})`` of one column on all trials or on ``rows``.
+
+    overall = :func:`rates` over the trials assigned to a group; each group's entry holds
+    ``n_trials``, ``n_target``, ``n_nontarget``, its :func:`rates` and their ratios to the
+    overall ones (``<figure>_ratio``). ``only`` restricts the groups computed.
+    """
+    codes = groups.codes
+    if rows is not None:
+        scores, labels, codes = scores[rows], labels[rows], codes[rows]
+    m = codes >= 0
+    overall = rates(scores[m], labels[m], threshold, cost)
+    per: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(groups.names):
+        if only is not None and name not in only:
+            continue
+        g = codes == k
+        y = labels[g]
+        n_tar = int(y.sum())
+        vals = rates(scores[g], y, threshold, cost)
+        per[name] = {
+            "n_trials": int(y.size),
+            "n_target": n_tar,
+            "n_nontarget": int(y.size - n_tar),
+            **vals,
+            **{f"{f}_ratio": _ratio(v, overall[f]) for f, v in vals.items()},
+        }
+    return overall, per
+
+
+def disparity(
+    per_group: Mapping[str, Mapping[str, float]],
+    ok: Sequence[str],
+    ratio_metrics: Sequence[str],
+    alpha: float,
+) -> dict[str, Any]:
+    """GARBE, FDR and the worst group ratio over the ``ok`` groups that have both targets and
+    non-targets: ``{garbe, fdr, worst_ratio, worst_group, worst_metric}``. GARBE / FDR are
+    NaN with fewer than two such groups; ``worst_ratio`` = the largest of ``ratio_metrics``
+    over them (first group and metric on ties; NaN / None when there is none)."""
+    use = [
+        g for g in ok if g in per_group and 0 < per_group[g]["n_target"] < per_group[g]["n_trials"]
+    ]
+    if len(use) >= 2:
+        fm = {g: per_group[g]["fmr"] for g in use}
+        fn = {g: per_group[g]["fnmr"] for g in use}
+        g_, f_ = garbe(fm, fn, alpha), fdr(fm, fn, alpha)
+    else:
+        g_ = f_ = math.nan
+    worst, worst_group, worst_metric = math.nan, None, None
+    for metric in ratio_metrics:
+        for g in use:
+            v = per_group[g][metric]
+            if not math.isnan(v) and (math.isnan(worst) or v > worst):
+                worst, worst_group, worst_metric = float(v), g, metric
+    return {
+        "garbe": g_,
+        "fdr": f_,
+        "worst_ratio": worst,
+        "worst_group": worst_group,
+        "worst_metric": worst_metric,
+    }
+
+
+def across_columns(figures: Mapping[str, float], columns: Sequence[str]) -> dict[str, float]:
+    """``bias.worst_ratio`` / ``bias.garbe`` = max over columns, ``bias.fdr`` = min, of the
+    ``bias.<column>.<figure>`` entries of the columns given; NaN values skipped, NaN when no
+    column is left (not assessable: gates on it fail closed)."""
+    out = {}
+    for name, pick in (("worst_ratio", max), ("garbe", max), ("fdr", min)):
+        vals = [figures[f"bias.{c}.{name}"] for c in columns if f"bias.{c}.{name}" in figures]
+        vals = [v for v in vals if not math.isnan(v)]
+        out[f"bias.{name}"] = pick(vals) if vals else math.nan
+    return out
+
+
+# --------------------------------------------------------------------------- tables
 
 
 def group_report(
@@ -206,19 +268,22 @@ def group_report(
     column: str,
     threshold: float,
     *,
+    min_trials: int,
+    min_targets: int,
+    min_nontargets: int,
     enroll_column: str | None = None,
-    min_trials: int = 100,
-    min_targets: int = 30,
-    min_nontargets: int = 30,
+    cost: Cost | None = None,
     score_column: str = "score",
     label_column: str = "label",
 ) -> pd.DataFrame:
-    """One row per group of ``column``: counts, EER, FMR/FNMR at ``threshold``, ratios, status.
+    """One row per group of ``column``: counts, EER, FMR/FNMR at ``threshold`` (and DCF at
+    ``cost``), ratios, status.
 
-    Columns: group, n_trials, n_target, n_nontarget, eer, fmr, fnmr, eer_ratio, fmr_ratio,
-    fnmr_ratio, status ("ok" | "insufficient trials" | "cross-group"). Groups are sorted by
-    name, the ``cross-group`` row last. The overall reference figures are in
-    ``table.attrs["overall"]`` (dict: n_trials, eer, fmr, fnmr, threshold).
+    Columns: group, n_trials, n_target, n_nontarget, eer, fmr, fnmr, [dcf,] eer_ratio,
+    fmr_ratio, fnmr_ratio, [dcf_ratio,] status ("ok" | "insufficient trials" |
+    "cross-group"). Groups are sorted by name, the ``cross-group`` row last. The overall
+    reference figures are in ``table.attrs["overall"]`` (dict: n_trials, eer, fmr, fnmr,
+    threshold[, dcf]).
     """
     _check_table(trials, [score_column, label_column, column])
     t = float(threshold)
@@ -227,52 +292,43 @@ def group_report(
     s_all, y_all = validate_trials(
         trials[score_column].to_numpy(), trials[label_column].to_numpy(), name=score_column
     )
-    groups = assign_groups(trials, column, enroll_column).to_numpy()
-    in_group = groups != CROSS_GROUP
+    groups = group_codes(trials, column, enroll_column)
+    in_group = groups.in_group
     try:
-        s_ref, y_ref = validate_trials(s_all[in_group], y_all[in_group], name=score_column)
+        validate_trials(s_all[in_group], y_all[in_group], name=score_column)
     except ValueError as exc:
         raise ValueError(f"trials assigned to a group of {column!r}: {exc}") from exc
-    o_eer, o_fmr, o_fnmr = _rates(s_ref, y_ref, t)
-
+    overall, per = column_figures(s_all, y_all, groups, t, cost=cost)
     rows = []
-    names = sorted(set(groups[in_group].tolist()))
+    for name, fig in per.items():
+        small = (
+            fig["n_trials"] < min_trials
+            or fig["n_target"] < min_targets
+            or fig["n_nontarget"] < min_nontargets
+        )
+        rows.append({"group": name, **fig, "status": STATUS_INSUFFICIENT if small else STATUS_OK})
     if (~in_group).any():
-        names.append(CROSS_GROUP)
-    for name in names:
-        m = groups == name
-        s, y = s_all[m], y_all[m]
-        n_tar = int(y.sum())
-        n_non = int(y.size - n_tar)
-        e, fmr_g, fnmr_g = _rates(s, y, t)
-        if name == CROSS_GROUP:
-            status = STATUS_CROSS
-        elif y.size < min_trials or n_tar < min_targets or n_non < min_nontargets:
-            status = STATUS_INSUFFICIENT
-        else:
-            status = STATUS_OK
+        y = y_all[~in_group]
+        vals = rates(s_all[~in_group], y, t, cost)
         rows.append(
             {
-                "group": name,
+                "group": CROSS_GROUP,
                 "n_trials": int(y.size),
-                "n_target": n_tar,
-                "n_nontarget": n_non,
-                "eer": e,
-                "fmr": fmr_g,
-                "fnmr": fnmr_g,
-                "eer_ratio": _ratio(e, o_eer),
-                "fmr_ratio": _ratio(fmr_g, o_fmr),
-                "fnmr_ratio": _ratio(fnmr_g, o_fnmr),
-                "status": status,
+                "n_target": int(y.sum()),
+                "n_nontarget": int(y.size - y.sum()),
+                **vals,
+                **{f"{f}_ratio": _ratio(v, overall[f]) for f, v in vals.items()},
+                "status": STATUS_CROSS,
             }
         )
-    table = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    table = pd.DataFrame(rows, columns=REPORT_COLUMNS if cost is None else COST_COLUMNS)
     table.attrs["overall"] = {
-        "n_trials": int(y_ref.size),
-        "eer": o_eer,
-        "fmr": o_fmr,
-        "fnmr": o_fnmr,
+        "n_trials": int(in_group.sum()),
+        "eer": overall["eer"],
+        "fmr": overall["fmr"],
+        "fnmr": overall["fnmr"],
         "threshold": t,
+        **({"dcf": overall["dcf"]} if cost is not None else {}),
     }
     return table
 
@@ -282,21 +338,22 @@ def bias_summary(
     columns: Sequence[str],
     threshold: float,
     *,
+    min_trials: int,
+    min_targets: int,
+    min_nontargets: int,
     enroll_columns: Mapping[str, str] | None = None,
     alpha: float = 0.5,
-    min_trials: int = 100,
-    min_targets: int = 30,
-    min_nontargets: int = 30,
+    ratio_metrics: Sequence[str] = TABLE_RATIOS,
+    cost: Cost | None = None,
     score_column: str = "score",
     label_column: str = "label",
 ) -> dict[str, dict[str, Any]]:
     """Per grouping column: the :func:`group_report` table and its summary figures.
 
     Returns ``{column: {"table", "overall", "garbe", "fdr", "worst_ratio", "worst_group",
-    "worst_metric", "n_groups_ok"}}``. GARBE / FDR use FMR and FNMR of the "ok" groups
-    (NaN with fewer than two). ``worst_ratio`` = the largest of eer_ratio, fmr_ratio,
-    fnmr_ratio over the "ok" groups, with its group and metric names (NaN / None when no
-    group is ok). ``enroll_columns`` maps a column to its enrollment-side column.
+    "worst_metric", "n_groups_ok"}}`` (:func:`disparity` over the "ok" groups).
+    ``enroll_columns`` maps a column to its enrollment-side column; ``dcf_ratio`` in
+    ``ratio_metrics`` needs ``cost``.
     """
     if isinstance(columns, str):
         columns = [columns]
@@ -304,6 +361,9 @@ def bias_summary(
     unknown = set(enroll_columns) - set(columns)
     if unknown:
         raise ValueError(f"enroll_columns names columns not in columns: {sorted(unknown)}")
+    bad = set(ratio_metrics) - set(RATIO_METRICS if cost is not None else TABLE_RATIOS)
+    if bad:
+        raise ValueError(f"ratio_metrics {sorted(bad)}: not a figure of this table")
     out: dict[str, dict[str, Any]] = {}
     for col in columns:
         table = group_report(
@@ -314,33 +374,21 @@ def bias_summary(
             min_trials=min_trials,
             min_targets=min_targets,
             min_nontargets=min_nontargets,
+            cost=cost,
             score_column=score_column,
             label_column=label_column,
         )
         ok = table[table["status"] == STATUS_OK]
-        if len(ok) >= 2:
-            fm = dict(zip(ok["group"], ok["fmr"], strict=True))
-            fn = dict(zip(ok["group"], ok["fnmr"], strict=True))
-            g, f = garbe(fm, fn, alpha), fdr(fm, fn, alpha)
-        else:
-            g = f = math.nan
-        worst, worst_group, worst_metric = math.nan, None, None
-        for metric in ("eer_ratio", "fmr_ratio", "fnmr_ratio"):
-            vals = ok[metric].to_numpy(dtype=np.float64)
-            if vals.size and not np.all(np.isnan(vals)):
-                i = int(np.nanargmax(vals))
-                if math.isnan(worst) or vals[i] > worst:
-                    worst = float(vals[i])
-                    worst_group = str(ok["group"].iloc[i])
-                    worst_metric = metric
+        per = {r["group"]: r for r in ok.to_dict("records")}
+        d = disparity(per, list(per), ratio_metrics, alpha)
         out[col] = {
             "table": table,
             "overall": dict(table.attrs["overall"]),
-            "garbe": g,
-            "fdr": f,
-            "worst_ratio": worst,
-            "worst_group": worst_group,
-            "worst_metric": worst_metric,
+            "garbe": d["garbe"],
+            "fdr": d["fdr"],
+            "worst_ratio": d["worst_ratio"],
+            "worst_group": d["worst_group"],
+            "worst_metric": d["worst_metric"],
             "n_groups_ok": len(ok),
         }
     return out

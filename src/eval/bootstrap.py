@@ -26,15 +26,23 @@ indexed by the same resample::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import metrics as _m
+from .trials import validate_trials
 
-__all__ = ["Interval", "speaker_bootstrap", "verification_metric_fns"]
+__all__ = [
+    "Interval",
+    "percentile_interval",
+    "speaker_bootstrap",
+    "speaker_resamples",
+    "verification_metric_fns",
+]
 
 MetricFn = Callable[..., float]
 
@@ -65,6 +73,83 @@ def verification_metric_fns(
     return fns
 
 
+def speaker_resamples(
+    labels: ArrayLike,
+    speakers: ArrayLike,
+    n_boot: int,
+    seed: int,
+    max_redraws: int | None = None,
+) -> Iterator[NDArray[np.intp]]:
+    """The ``n_boot`` speaker resamples: each the trial indices (with multiplicity) of S
+    enrollment speakers drawn with replacement out of the S present, redrawn while it lacks
+    target or non-target trials (at most ``max_redraws`` redraws in total, default
+    ``10·n_boot``, then ``ValueError``). Arguments are checked before the first draw."""
+    y = np.asarray(labels).astype(bool)
+    n = y.size
+    spk = np.asarray(speakers)
+    if spk.ndim != 1 or spk.size != n:
+        raise ValueError(f"speakers must be 1-D with one entry per trial ({n}), got {spk.shape}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+    n_boot = int(n_boot)
+    max_redraws = 10 * n_boot if max_redraws is None else int(max_redraws)
+    # Per-speaker index ranges in speaker-sorted trial order.
+    try:
+        _, codes = np.unique(spk, return_inverse=True)
+    except TypeError as exc:
+        raise ValueError(f"speakers must be sortable labels (e.g. str or int): {exc}") from exc
+    codes = codes.ravel()
+    n_spk = int(codes.max()) + 1
+    if n_spk < 2:
+        raise ValueError("speaker bootstrap needs at least 2 enrollment speakers, got 1")
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=n_spk)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    tar_counts = np.bincount(codes, weights=y, minlength=n_spk).astype(np.int64)
+
+    def draws() -> Iterator[NDArray[np.intp]]:
+        rng = np.random.default_rng(seed)
+        redraws = 0
+        b = 0
+        while b < n_boot:
+            draw = rng.integers(0, n_spk, n_spk)
+            lens = counts[draw]
+            total = int(lens.sum())
+            n_tar = int(tar_counts[draw].sum())
+            if n_tar == 0 or n_tar == total:
+                redraws += 1
+                if redraws > max_redraws:
+                    raise ValueError(
+                        f"{redraws} speaker resamples lacked target or non-target trials "
+                        f"(max_redraws={max_redraws}): too few speakers with both kinds of trials"
+                    )
+                continue
+            # indices of all trials of the drawn speakers, with multiplicity
+            offs = np.cumsum(lens) - lens
+            pos = np.repeat(starts[draw] - offs, lens) + np.arange(total)
+            yield order[pos]
+            b += 1
+
+    return draws()
+
+
+def percentile_interval(values: Sequence[float], confidence: float) -> dict[str, float]:
+    """``{value, low, high, n_replicates}`` of ``[point, replicate 1, …]``: the point (first
+    entry) and the percentile interval of the replicates that are not NaN (NaN bounds and
+    ``n_replicates`` 0 when none is)."""
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    v = np.asarray(values, dtype=np.float64)
+    point, reps = float(v[0]), v[1:]
+    finite = reps[~np.isnan(reps)]
+    alpha = 1.0 - float(confidence)
+    if finite.size == 0:
+        return {"value": point, "low": math.nan, "high": math.nan, "n_replicates": 0}
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.quantile(finite, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return {"value": point, "low": float(lo), "high": float(hi), "n_replicates": int(finite.size)}
+
+
 def speaker_bootstrap(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -81,10 +166,9 @@ def speaker_bootstrap(
 
     ``speakers``: the enrollment speaker of each trial (any hashable labels). ``extra``:
     optional per-trial arrays passed to every metric as keyword arguments, sliced with the
-    same resample. ``max_redraws`` (default ``10·n_boot``) bounds redraws of replicates that
-    lack targets or non-targets.
+    same resample (:func:`speaker_resamples`; ``max_redraws`` bounds its redraws).
     """
-    s, y = _m.validate_trials(scores, labels)
+    s, y = validate_trials(scores, labels)
     n = s.size
     spk = np.asarray(speakers)
     if spk.ndim != 1 or spk.size != n:
@@ -101,22 +185,7 @@ def speaker_bootstrap(
         if a.shape[:1] != (n,):
             raise ValueError(f"extra array {k!r} has shape {a.shape}, expected {n} per-trial rows")
         arrays[k] = a
-    n_boot = int(n_boot)
-    max_redraws = 10 * n_boot if max_redraws is None else int(max_redraws)
-
-    # Per-speaker index ranges in speaker-sorted trial order.
-    try:
-        _, codes = np.unique(spk, return_inverse=True)
-    except TypeError as exc:
-        raise ValueError(f"speakers must be sortable labels (e.g. str or int): {exc}") from exc
-    codes = codes.ravel()
-    n_spk = int(codes.max()) + 1
-    if n_spk < 2:
-        raise ValueError("speaker bootstrap needs at least 2 enrollment speakers, got 1")
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=n_spk)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    tar_counts = np.bincount(codes, weights=y, minlength=n_spk).astype(np.int64)
+    resamples = speaker_resamples(y, spk, n_boot, seed, max_redraws)
 
     def call(fn: MetricFn, idx: NDArray | None) -> float:
         if idx is None:
@@ -125,31 +194,10 @@ def speaker_bootstrap(
 
     names = list(metric_fns)
     points = {name: call(metric_fns[name], None) for name in names}
-
-    rng = np.random.default_rng(seed)
-    values = np.empty((n_boot, len(names)))
-    redraws = 0
-    b = 0
-    while b < n_boot:
-        draw = rng.integers(0, n_spk, n_spk)
-        lens = counts[draw]
-        total = int(lens.sum())
-        n_tar = int(tar_counts[draw].sum())
-        if n_tar == 0 or n_tar == total:
-            redraws += 1
-            if redraws > max_redraws:
-                raise ValueError(
-                    f"{redraws} speaker resamples lacked target or non-target trials "
-                    f"(max_redraws={max_redraws}): too few speakers with both kinds of trials"
-                )
-            continue
-        # indices of all trials of the drawn speakers, with multiplicity
-        offs = np.cumsum(lens) - lens
-        pos = np.repeat(starts[draw] - offs, lens) + np.arange(total)
-        idx = order[pos]
+    values = np.empty((int(n_boot), len(names)))
+    for b, idx in enumerate(resamples):
         for j, name in enumerate(names):
             values[b, j] = call(metric_fns[name], idx)
-        b += 1
 
     alpha = 1.0 - float(confidence)
     lo, hi = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
 from .metrics import bayes_threshold as _bayes_threshold
-from .metrics import validate_trials
+from .trials import validate_trials
 
 __all__ = [
     "LinearCalibration",

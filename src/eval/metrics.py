@@ -9,7 +9,8 @@ Conventions (every function):
 * FMR (false-match rate, P_fa) = #{non-targets with s >= t} / N_non;
   FNMR (false-non-match rate, P_miss) = #{targets with s < t} / N_tar.
 * Bad input (empty, mismatched lengths, NaN scores, labels other than 0/1, no targets or no
-  non-targets) raises ``ValueError`` naming the argument and the problem. ``±inf`` scores are
+  non-targets) raises ``ValueError`` naming the argument and the problem
+  (:func:`speakerops.eval.trials.validate_trials`). ``±inf`` scores are
   allowed (e.g. LLRs of a perfectly separated PAV fit).
 
 Choices (documented here once, tested against brute force in ``tests/test_metrics.py``):
@@ -37,6 +38,7 @@ from scipy.optimize import isotonic_regression
 # file states the operating point); re-exported here with the metrics that use them
 from speakerops.core.policy import bayes_threshold
 from speakerops.core.policy import check_prior as _check_prior
+from speakerops.eval.trials import validate_trials
 
 __all__ = [
     "act_dcf",
@@ -51,61 +53,10 @@ __all__ = [
     "pav",
     "pav_llrs",
     "rocch",
-    "validate_trials",
     "verification_metrics",
 ]
 
 _LN2 = math.log(2.0)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def validate_trials(
-    scores: ArrayLike, labels: ArrayLike, *, name: str = "scores"
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Check a trial list and return ``(scores as float64, labels as bool)``.
-
-    Raises ``ValueError`` for: non-1-D input, empty input, mismatched lengths, NaN scores,
-    labels other than 0/1/True/False, and a list with no target or no non-target trial.
-    """
-    try:
-        s = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from exc
-    lab = np.asarray(labels)
-    if s.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {s.shape}")
-    if lab.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array, got shape {lab.shape}")
-    if s.size == 0:
-        raise ValueError(f"{name} is empty: a trial list needs at least one trial")
-    if s.shape != lab.shape:
-        raise ValueError(f"{name} and labels have different lengths ({s.size} vs {lab.size})")
-    nan = np.isnan(s)
-    if nan.any():
-        raise ValueError(
-            f"{name} contains {int(nan.sum())} NaN value(s) (first at index "
-            f"{int(np.flatnonzero(nan)[0])})"
-        )
-    if lab.dtype == np.bool_:
-        y = lab
-    else:
-        try:
-            lf = lab.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"labels must be 0/1 or bool: {exc}") from exc
-        bad = ~((lf == 0.0) | (lf == 1.0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"labels must be 0/1 or bool, got {lab[i]!r} at index {i}")
-        y = lf == 1.0
-    n_tar = int(y.sum())
-    if n_tar == 0:
-        raise ValueError(f"trial list has no target trials (all {y.size} labels are 0)")
-    if n_tar == y.size:
-        raise ValueError(f"trial list has no non-target trials (all {y.size} labels are 1)")
-    return s, y
 
 
 # --------------------------------------------------------------------------- tie groups

@@ -18,7 +18,8 @@ a stated operating point without re-declaring anything::
     encoder = load_encoder("models:/speaker-encoder@champion")
     scorer = Scorer.from_encoder(encoder)
     e, t = encoder.embed(wav_a, 16000), encoder.embed(wav_b, 8000)
-    scorer.verify(e, t, p_target=0.01, durations=(len(wav_a) / 16000, len(wav_b) / 8000))
+    scorer.verify(e, t, durations=(len(wav_a) / 16000, len(wav_b) / 8000))
+    # at the packaged operating point, e.g. P_target 0.01:
     # {'score': ..., 'llr': ..., 'threshold': 4.595..., 'accept': False, 'p_target': 0.01}
 """
 
@@ -38,6 +39,7 @@ from speakerops.eval.calibration import (
     log_min_duration,
 )
 from speakerops.eval.metrics import bayes_threshold
+from speakerops.eval.trials import TrialSet
 
 __all__ = [
     "METHODS",
@@ -45,10 +47,13 @@ __all__ = [
     "Scorer",
     "asnorm",
     "asnorm_scores",
+    "build_cohort",
     "cohort_stats",
     "cosine_scores",
     "l2_normalize",
+    "select_cohort_speakers",
     "speaker_means",
+    "system_scores",
 ]
 
 METHODS = ("cosine", "asnorm")
@@ -91,8 +96,38 @@ def speaker_means(embeddings: np.ndarray, speakers: Sequence[str]) -> tuple[np.n
             f"speaker_means: need [N, D] embeddings and N speaker labels, got {x.shape} and {spk.shape}"
         )
     names = sorted(set(spk.tolist()))
-    means = np.stack([x[spk == s].mean(axis=0) for s in names])
+    codes = pd.Series(spk).map({s: i for i, s in enumerate(names)}).to_numpy(np.int64)
+    order = np.argsort(codes, kind="stable")  # each speaker's rows, in their input order
+    rows = np.split(order, np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    means = np.stack([x[r].mean(axis=0) for r in rows])
     return l2_normalize(means).astype(np.float32), [str(s) for s in names]
+
+
+def select_cohort_speakers(
+    speakers: Sequence[Any], max_speakers: int, rng: np.random.Generator
+) -> list[Any]:
+    """The distinct speaker labels (missing ones dropped), sorted; with more than
+    ``max_speakers``, a subset of that many drawn with ``rng`` (positions in the sorted list,
+    without replacement), kept sorted."""
+    names = sorted(set(pd.Series(speakers, dtype=object).dropna().tolist()))
+    if len(names) > int(max_speakers):
+        keep = np.sort(rng.choice(len(names), int(max_speakers), replace=False))
+        names = [names[i] for i in keep]
+    return names
+
+
+def build_cohort(
+    embeddings: np.ndarray, speakers: Sequence[Any], max_cohort: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
+    """The one cohort builder: per-speaker unit-norm means (:func:`speaker_means`) of the
+    speakers :func:`select_cohort_speakers` keeps. Rows without a speaker label are left
+    out. Returns (cohort [C, D] float32, speaker names as str)."""
+    x = np.asarray(embeddings)
+    labels = pd.Series(speakers, dtype=object)
+    if len(labels) != len(x):
+        raise ValueError(f"build_cohort: {len(x)} embeddings but {len(labels)} speaker labels")
+    keep = labels.isin(select_cohort_speakers(labels, max_cohort, rng)).to_numpy()
+    return speaker_means(x[keep], labels[keep].tolist())
 
 
 def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +169,7 @@ class ScoreNormalization:
     """How raw cosine scores are normalized: ``cosine`` (none) or ``asnorm`` with a cohort."""
 
     method: str = "cosine"
-    top_n: int = 100
+    top_n: int | None = None  # AS-norm only: evaluate.scoring.top_n, or the packaged value
     cohort: np.ndarray | None = None
     cohort_speakers: list[str] = field(default_factory=list)
 
@@ -147,7 +182,7 @@ class ScoreNormalization:
             self.cohort = np.asarray(self.cohort, dtype=np.float32)
             if self.cohort.shape[0] < 2:
                 raise ValueError(f"AS-norm cohort has {self.cohort.shape[0]} entries: need >= 2")
-            if int(self.top_n) < 2:
+            if self.top_n is None or int(self.top_n) < 2:
                 raise ValueError(f"AS-norm top_n must be >= 2, got {self.top_n!r}")
 
     @property
@@ -205,7 +240,7 @@ class ScoreNormalization:
         if d["method"] == "asnorm":
             return cls(
                 "asnorm",
-                int(d.get("top_n", 100)),
+                d.get("top_n"),
                 np.asarray(d.get("cohort")),
                 list(d.get("cohort_speakers", [])),
             )
@@ -214,23 +249,28 @@ class ScoreNormalization:
 
 @dataclass
 class Scorer:
-    """Packaged scoring: normalization + calibration (scores -> LLRs) + Bayes thresholds."""
+    """Packaged scoring: normalization + calibration (scores -> LLRs) + Bayes thresholds at
+    the packaged operating point (or one given per call)."""
 
     normalization: ScoreNormalization
     calibration: LinearCalibration | QualityCalibration | None = None
+    operating_point: Mapping[str, float] | None = None
 
     @classmethod
     def from_encoder(cls, encoder: Any) -> Scorer:
-        """From a ``SpeakerEncoder``'s ``extras`` (``scoring``, ``calibration``)."""
+        """From a ``SpeakerEncoder``'s ``extras`` (``scoring``, ``calibration``,
+        ``operating_point``)."""
         extras = getattr(encoder, "extras", {}) or {}
         return cls.from_extras(extras)
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> Scorer:
         cal = extras.get("calibration")
+        op = extras.get("operating_point")
         return cls(
             ScoreNormalization.from_dict(extras.get("scoring")),
             calibration_from_dict(cal) if cal is not None else None,
+            dict(op) if op is not None else None,
         )
 
     @property
@@ -273,16 +313,22 @@ class Scorer:
         self,
         enroll: np.ndarray,
         test: np.ndarray,
-        p_target: float = 0.01,
+        p_target: float | None = None,
         durations: tuple[float, float] | None = None,
         c_miss: float = 1.0,
         c_fa: float = 1.0,
     ) -> dict[str, Any]:
         """Score one pair of embeddings: the normalized score, its LLR, the Bayes threshold at
-        ``p_target`` and the decision (accept iff llr >= threshold)."""
+        ``p_target`` (by default the packaged operating point, with its costs) and the
+        decision (accept iff llr >= threshold)."""
         s = self.normalization.score_pairs(enroll, test)
         d_e, d_t = durations if durations is not None else (None, None)
         llr = float(self.to_llr(s, d_e, d_t)[0])
+        if p_target is None:
+            if self.operating_point is None:
+                raise ValueError("this model carries no operating point: pass p_target")
+            op = self.operating_point
+            p_target, c_miss, c_fa = op["p_target"], op.get("c_miss", 1.0), op.get("c_fa", 1.0)
         theta = self.threshold(p_target, c_miss, c_fa)
         return {
             "score": float(s[0]),
@@ -291,3 +337,18 @@ class Scorer:
             "accept": bool(llr >= theta),
             "p_target": float(p_target),
         }
+
+
+def system_scores(
+    scorer: Scorer, embeddings: Mapping[str, np.ndarray], trials: TrialSet
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(normalized scores, LLRs or None without calibration) of a trial set with a scorer."""
+    scores = scorer.score(embeddings, trials.table)
+    if scorer.calibration is None:
+        return scores, None
+    t = trials.table
+    if scorer.needs_durations:
+        return scores, scorer.to_llr(
+            scores, t["enroll_duration"].to_numpy(float), t["duration"].to_numpy(float)
+        )
+    return scores, scorer.to_llr(scores)

@@ -1,7 +1,7 @@
 """The gate checks of a promotion: absolute and relative gates of the policy, preconditions,
 and the verdict. The policy file itself is parsed by :mod:`speakerops.core.policy`.
 
-Gated metric names are the figures of :mod:`speakerops.eval.evaluate` (``eer``,
+Gated metric names are the figures of :mod:`speakerops.eval.assess` (``eer``,
 ``min_dcf_0.01``, ``act_dcf_0.01``, ``cllr``, ``min_cllr``, ``cal_loss``, ``fmr``, ``fnmr``,
 ``bias.<column>.worst_ratio``/``garbe``/``fdr`` and ``bias.worst_ratio``/``garbe``/``fdr``
 over all columns). Everything fails closed: a metric that is missing or not assessable (NaN)

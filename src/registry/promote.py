@@ -9,7 +9,7 @@ Promotion of ``models:/<name>/<version>``:
    scoring, with the reason.
 2. Both models, as packaged, score the same pinned trials: embedding -> scoring (cosine or
    AS-norm with the packaged cohort) -> the packaged calibration -> LLRs.
-3. :func:`speakerops.eval.evaluate.assess`: metrics, FMR/FNMR and per-group bias at the
+3. :func:`speakerops.eval.assess.assess`: metrics, FMR/FNMR and per-group bias at the
    policy's shipped threshold, speaker-bootstrap intervals, paired intervals of
    candidate − champion.
 4. The policy's absolute and relative gates -> verdict. Writes `verdict.json` (deterministic:
@@ -130,7 +130,7 @@ def champion_history(client, name: str) -> list[str]:
 
 
 def _settings(cfg: DictConfig, policy: Policy):
-    from speakerops.eval.evaluate import AssessSettings
+    from speakerops.eval.assess import AssessSettings
 
     return AssessSettings.from_config(cfg.evaluate, policy.operating_point)
 
@@ -238,8 +238,8 @@ def _preconditions(policy: Policy, cand, champ, pinned: str) -> list[dict]:
 
 def _score(uri: str, manifest, trials, progress: bool):
     """(scores, LLRs or None, scorer description, calibration dict) of a packaged model."""
-    from speakerops.eval.evaluate import embed_split, system_scores
-    from speakerops.eval.scoring import Scorer
+    from speakerops.eval.evaluate import embed_split
+    from speakerops.eval.scoring import Scorer, system_scores
     from speakerops.registry.package import load_encoder
 
     encoder = load_encoder(uri)
@@ -265,7 +265,8 @@ def promote(
 ) -> PromotionResult:
     """Evaluate the candidate (and champion) under the policy; see the module docstring."""
     from speakerops.data.manifest import read_manifest
-    from speakerops.eval.evaluate import assess, load_trial_set
+    from speakerops.eval.assess import assess
+    from speakerops.eval.trials import load_trial_set
 
     ref = _candidate(candidate_uri)
     name, version, alias = ref.name, ref.version, ref.alias
