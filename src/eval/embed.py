@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from speakerops.data.audio import AudioError, list_audio_files, load_audio
+from speakerops.data.audio import AudioError, audio_info, list_audio_files, load_audio
 from speakerops.models.encoder import SpeakerEncoder
 
 
@@ -57,7 +56,7 @@ def embed_files(
     for utt, path, (start, end) in tqdm(items, desc=desc, disable=not progress, unit="file"):
         try:
             wav, _ = load_audio(path, encoder.sample_rate, start=start, end=end)
-            native_rate = int(sf.info(str(path)).samplerate)
+            native_rate = audio_info(path).sample_rate
         except AudioError as exc:
             out.failures.append((str(path), str(exc)))
             continue
