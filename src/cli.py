@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command(
     "sweep",
     "Optuna study over train: hparams_search=<name> [sweep.n_jobs=N] [overrides]; "
-    "writes conf/experiment/<study>_best.yaml",
+    "writes conf/experiment/generated/<study>_best.yaml",
 )
 def cmd_sweep(args: argparse.Namespace) -> int:
     from speakerops.registry.tracking import offline_env

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from speakerops.core.schema import ConfigError, one_line, validate
+
 
 def conf_dir() -> Path:
     """`$SPEAKEROPS_CONF`, else `./conf`, else the `conf/` beside this package's source tree."""
@@ -39,14 +41,20 @@ def compose(
         cfg = OmegaConf.load(path)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-        return cfg
+        return validate(cfg)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
+    from hydra.errors import HydraException
+
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+        try:
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        except HydraException as exc:  # a bad override or option: one line naming it
+            raise ConfigError(one_line(exc)) from None
+    return validate(cfg)
 
 
 def write_params(cfg: DictConfig, path: str | Path = "params.yaml") -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,12 +133,18 @@ def test_best_preset_trains_again_from_experiment(swept) -> None:
     from speakerops.train.run import train
 
     root, summary = swept
-    preset = root / "conf/experiment/micro_best.yaml"
+    # generated presets live in a git-ignored folder of the tree: `git status` stays clean
+    preset = root / "conf/experiment/generated/micro_best.yaml"
     assert Path(summary["preset"]) == preset and preset.read_text().startswith(
         "# @package _global_"
     )
+    assert summary["experiment"] == "generated/micro_best"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "conf/experiment/generated/micro_best.yaml"], cwd=REPO
+    )
+    assert ignored.returncode == 0, "generated presets must be git-ignored"
     base = ["hparams_search=micro", *MICRO]  # what every trial was composed with
-    cfg = compose([*base, "experiment=micro_best", "train.out_dir=artifacts/best"])
+    cfg = compose([*base, "experiment=generated/micro_best", "train.out_dir=artifacts/best"])
     assert cfg.optim.lr == summary["best_params"]["optim.lr"]
     assert cfg.model.channels == summary["best_params"]["model.channels"]
     plain = compose([*base, "train.out_dir=artifacts/best"])

@@ -1,8 +1,15 @@
 """The `train` stage: compose -> instantiate -> Lightning fit -> encoder file + MLflow run.
 
+Everything is built from the composed config with `hydra.utils.instantiate`: the datamodule
+(`data`, `augment`), the module (`model`, `loss`, `features`, `optim`), the callbacks
+(`conf/callbacks/`), the logger (`conf/logger/`, MLflow in the store of `paths.registry_dir`)
+and the Trainer (`conf/trainer/`).
+
 Outputs in `train.out_dir`: `encoder.pt` (the best checkpoint's backbone with its feature
-settings, see `speakerops.models.encoder`), `checkpoints/` (Lightning, `last.ckpt` for resume),
-`train.json` (MLflow run id, best validation EER, throughput).
+settings, see `speakerops.models.encoder`), `checkpoints/` (`callbacks.model_checkpoint.dirpath`;
+`last.ckpt` for resume, with the MLflow run id and the config digest beside it), `train.json`
+(MLflow run id, best validation EER, throughput). A checkpoint is resumed, into the same MLflow
+run, only when `train.resume` and its config digest (everything but the epoch budget) matches.
 
 Distributed (DDP, `trainer=ddp_cpu` / `trainer=ddp`): every rank runs `train()`; only global rank
 0 creates the MLflow run, writes the run-id / digest files (once all ranks have read them, see
@@ -12,7 +19,6 @@ Distributed (DDP, `trainer=ddp_cpu` / `trainer=ddp`): every rank runs `train()`;
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -26,52 +32,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from speakerops.config import flatten
-from speakerops.models.encoder import SpeakerEncoder
+from speakerops.data.manifest import file_sha256
+from speakerops.models.encoder import FORMAT, SpeakerEncoder
 from speakerops.models.features import FeatureConfig
 from speakerops.registry import tracking
 from speakerops.registry.lineage import params_digest
+from speakerops.train.callbacks import RankZeroFiles, Throughput, instantiate_callbacks, one_of
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
-
-
-class Throughput(Callback):
-    """Training segments per second: wall time from each batch's end (or the epoch start) to
-    the next batch's end, so data loading and augmentation count, validation does not."""
-
-    def __init__(self) -> None:
-        self.segments = 0
-        self.seconds = 0.0
-        self._last = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        self.seconds += now - self._last
-        self._last = now
-        self.segments += len(batch[1])
-
-    @property
-    def segments_per_second(self) -> float:
-        return self.segments / self.seconds if self.seconds else 0.0
-
-
-class RankZeroFiles(Callback):
-    """Writes `files` (path -> text) on global rank 0 once the process group is up.
-
-    Every rank decides about resuming from the files of the previous run before `fit`; rank 0
-    rewrites them only at `on_fit_start`, which under DDP comes after every rank has joined the
-    process group, so no rank can read the new digest and resume while rank 0 starts afresh.
-    """
-
-    def __init__(self, files: dict[Path, str]) -> None:
-        self.files = files
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            for path, text in self.files.items():
-                path.write_text(text)
 
 
 def validate_on_every_rank(dm: SpeakerDataModule) -> None:
@@ -117,9 +85,6 @@ def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
 def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dict) -> str:
     """Start from trained weights (fine-tuning): a Lightning checkpoint (backbone + AAM head,
     same training speakers) or an `encoder.pt` (backbone only). Returns the file's sha256."""
-    from speakerops.data.manifest import file_sha256
-    from speakerops.models.encoder import FORMAT
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: train.init_from not found (train the base model first)")
@@ -159,17 +124,23 @@ def train(
 ) -> dict:
     """Fit the configured model; returns the summary written to `train.json` ({} on ranks > 0).
 
-    `tags` are set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
+    Built from the config: the datamodule (`data`, `augment`), the module (`model`, `loss`,
+    `features`, `optim`), the callbacks (`callbacks`), the logger (`logger`) and the Trainer
+    (`trainer`). `extra_callbacks` run after the configured ones (a sweep's pruning); `tags` are
+    set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
     """
     pl.seed_everything(int(cfg.seed), workers=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.train.out_dir)
-    ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     dm = build_datamodule(cfg)
     dm.setup("fit")
     module = build_module(cfg, dm.num_classes)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    checkpoint = one_of(callbacks, ModelCheckpoint, "callbacks.model_checkpoint")
+    meter = one_of(callbacks, Throughput, "callbacks.throughput")
+    ckpt_dir = Path(checkpoint.dirpath)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     tracking.offline_env()
     run_id_file = ckpt_dir / "mlflow_run_id"
@@ -182,13 +153,11 @@ def train(
             f"train: {last} was trained with another model/data/optimizer config; starting afresh"
         )
         resume = False
-    logger = MLFlowLogger(
-        experiment_name=cfg.mlflow.experiment,
-        run_name=cfg.mlflow.get("run_name"),
+    logger = instantiate(
+        cfg.logger,
         tracking_uri=tracking.tracking_uri(cfg.paths.registry_dir),
         artifact_location=tracking.artifact_location(cfg.paths.registry_dir),
         run_id=run_id_file.read_text().strip() if resume and run_id_file.is_file() else None,
-        log_model=False,
         tags=tags,
     )
     files = {digest_file: digest}
@@ -203,22 +172,32 @@ def train(
             logger.experiment.set_tag(logger.run_id, "init_from", str(cfg.train.init_from))
             logger.experiment.set_tag(logger.run_id, "init_from_sha256", sha)
 
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_eer", mode="min", save_last=True
-    )
-    meter = Throughput()
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[RankZeroFiles(files), checkpoint, meter, *(extra_callbacks or [])],
-        default_root_dir=str(out),
+        callbacks=[RankZeroFiles(files), *callbacks, *(extra_callbacks or [])],
     )
     if trainer.world_size > 1:
         validate_on_every_rank(dm)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return {}
+    return finish(cfg, out, dm, module, trainer, logger, checkpoint, meter)
 
+
+def finish(
+    cfg: DictConfig,
+    out: Path,
+    dm: SpeakerDataModule,
+    module: SpeakerModule,
+    trainer: pl.Trainer,
+    logger: MLFlowLogger,
+    checkpoint: ModelCheckpoint,
+    meter: Throughput,
+) -> dict:
+    """Rank 0 after `fit`: the best checkpoint's backbone as `encoder.pt`, its MLflow
+    artifacts and throughput metric, and `train.json`."""
+    last = Path(checkpoint.dirpath) / "last.ckpt"
     best = checkpoint.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)

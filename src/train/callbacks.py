@@ -1,0 +1,83 @@
+"""The train stage's own Lightning callbacks, and building the configured ones (`conf/callbacks/`).
+
+`Throughput` is configured (`callbacks.throughput`); `RankZeroFiles` is the resume machinery's
+and is added by `speakerops.train.run.train` itself.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback
+
+
+class Throughput(Callback):
+    """Training segments per second: wall time from each batch's end (or the epoch start) to
+    the next batch's end, so data loading and augmentation count, validation does not."""
+
+    def __init__(self) -> None:
+        self.segments = 0
+        self.seconds = 0.0
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.seconds += now - self._last
+        self._last = now
+        self.segments += len(batch[1])
+
+    @property
+    def segments_per_second(self) -> float:
+        return self.segments / self.seconds if self.seconds else 0.0
+
+
+class RankZeroFiles(Callback):
+    """Writes `files` (path -> text) on global rank 0 once the process group is up.
+
+    Every rank decides about resuming from the files of the previous run before `fit`; rank 0
+    rewrites them only at `on_fit_start`, which under DDP comes after every rank has joined the
+    process group, so no rank can read the new digest and resume while rank 0 starts afresh.
+    """
+
+    def __init__(self, files: dict[Path, str]) -> None:
+        self.files = files
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for path, text in self.files.items():
+                path.write_text(text)
+
+
+def instantiate_callbacks(node: DictConfig | None) -> list[Callback]:
+    """The callbacks of the `callbacks` config node, in its order; a null entry is skipped."""
+    callbacks: list[Callback] = []
+    for name, spec in (node or {}).items():
+        if spec is None:
+            continue
+        if not isinstance(spec, DictConfig) or "_target_" not in spec:
+            raise ValueError(
+                f"callbacks.{name}: expected a node with a _target_ (a Callback class)"
+            )
+        callback = instantiate(spec)
+        if not isinstance(callback, Callback):
+            raise ValueError(f"callbacks.{name}: {spec._target_} is not a Lightning Callback")
+        callbacks.append(callback)
+    return callbacks
+
+
+def one_of(callbacks: list[Callback], kind: type, key: str) -> Callback:
+    """The one callback of type `kind`; a clear error naming the config key when it is absent."""
+    found = [c for c in callbacks if isinstance(c, kind)]
+    if len(found) != 1:
+        raise ValueError(
+            f"callbacks: the train stage needs exactly one {kind.__name__} "
+            f"(conf/callbacks/, {key}), found {len(found)}"
+        )
+    return found[0]
