@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.schema import ConfigError, one_line, validate
@@ -52,7 +53,7 @@ def compose(
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
             cfg = hydra_compose(config_name="config", overrides=overrides)
-        except HydraException as exc:  # a bad override or option: one line naming it
+        except (HydraException, yaml.YAMLError) as exc:  # a bad override, option or file
             raise ConfigError(one_line(exc)) from None
     return validate(cfg)
 
