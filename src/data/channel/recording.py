@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from speakerops.data.channel.dsp import mel, smoothstep
+from speakerops.data.channel.dsp import mel, next_fast_len, smoothstep
 
 # eq_sd: dB s.d. of the random smooth EQ bumps; tilt_sd: dB/octave s.d. of a random tilt;
 # hp/lp: high-/low-pass corner ranges (Hz); snr: SNR range (dB); rt60: reverb time range (s)
@@ -186,7 +186,7 @@ def apply_recording_channel(
     p = channel_params(name, rng)
     rir = decaying_noise_rir_np(p["rt60"], p["drr"], rng, sr) if p["rt60"] is not None else None
     L = n + (rir.size if rir is not None else 0)
-    nfft = sfft.next_fast_len(max(L, 2), real=True)
+    nfft = next_fast_len(max(L, 2))
     freqs = np.fft.rfftfreq(nfft, 1.0 / sr)
     X = sfft.rfft(x, nfft)
     if rir is not None:
