@@ -13,8 +13,9 @@ import torch
 import torchaudio.functional as AF
 
 from speakerops.data import synthetic as syn
-from speakerops.eval import baseline as bl
 from speakerops.eval.metrics import eer
+
+from . import reference_systems as bl
 
 
 def _band_fraction(y: np.ndarray, sr: int, lo: float) -> float:
