@@ -198,7 +198,9 @@ def test_exactly_one_qualifying_group_gives_nan_garbe_and_a_finite_worst_ratio()
     df = make_trials(degrade="B", n=60, cross=0)
     small = df[df.gender.isin(["B", "C"])].groupby(["gender", "label"]).head(20)
     df = pd.concat([df[df.gender == "A"], small, df[df.gender == "D"]], ignore_index=True)
-    s = B.bias_summary(df, "gender", 0.0, min_trials=100)["gender"]
+    s = B.bias_summary(df, "gender", 0.0, min_trials=100, min_targets=30, min_nontargets=30)[
+        "gender"
+    ]
     by = s["table"].set_index("group")
     assert s["n_groups_ok"] == 1 and by.loc["A", "status"] == "ok"
     assert (by.drop(index="A")["status"] == "insufficient trials").all()
