@@ -53,6 +53,33 @@ def test_params_yaml_in_git_matches_conf(tmp_path: Path) -> None:
     )
 
 
+def test_callbacks_and_logger_come_from_config(tmp_path: Path, monkeypatch) -> None:
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from speakerops.train.callbacks import Throughput, instantiate_callbacks
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["train.out_dir=artifacts/t", "mlflow.experiment=exp-x"])
+    checkpoint, meter = instantiate_callbacks(cfg.callbacks)
+    assert isinstance(checkpoint, ModelCheckpoint) and isinstance(meter, Throughput)
+    assert Path(checkpoint.dirpath) == tmp_path / "artifacts/t/checkpoints"
+    assert checkpoint.monitor == "val_eer" and checkpoint.save_last
+    extra = compose(
+        ["+callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor"]
+    ).callbacks
+    assert isinstance(instantiate_callbacks(extra)[-1], LearningRateMonitor)
+    logger = instantiate(cfg.logger, tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    assert isinstance(logger, MLFlowLogger)
+    assert logger.experiment.get_experiment(logger.experiment_id).name == "exp-x"
+    assert cfg.trainer.default_root_dir == "artifacts/t"
+    # the train stage needs its checkpoint (resume) and throughput callbacks: named, up front
+    with pytest.raises(ValueError, match="callbacks.throughput"):
+        train(compose(["callbacks.throughput=null"]))
+    assert not (tmp_path / "artifacts").exists()
+
+
 def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path) -> None:
     first = train(compose([*MICRO, "trainer.max_epochs=1"]))
     ckpt = micro_project / "artifacts/train/checkpoints/last.ckpt"

@@ -133,14 +133,14 @@ def train(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.train.out_dir)
 
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    module = build_module(cfg, dm.num_classes)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     checkpoint = one_of(callbacks, ModelCheckpoint, "callbacks.model_checkpoint")
     meter = one_of(callbacks, Throughput, "callbacks.throughput")
     ckpt_dir = Path(checkpoint.dirpath)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    module = build_module(cfg, dm.num_classes)
 
     tracking.offline_env()
     run_id_file = ckpt_dir / "mlflow_run_id"
