@@ -44,7 +44,7 @@ def cpu_name() -> str:
 
 def build(name: str):
     """(SpeakerEncoder in eval mode, composed config) for `conf/model/<name>.yaml`."""
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.models.encoder import SpeakerEncoder
     from speakerops.models.features import FeatureConfig
 

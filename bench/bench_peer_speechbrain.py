@@ -249,7 +249,7 @@ def main() -> int:
         )
         return 0
 
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.manifest import make_trials, read_manifest, read_trials
     from speakerops.eval.metrics import eer, verification_metrics
     from speakerops.eval.scoring import cosine_scores

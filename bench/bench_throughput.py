@@ -50,7 +50,7 @@ def main() -> None:
 
     import pytorch_lightning as pl
 
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.prepare import prepare
     from speakerops.eval.embed import embed_files
     from speakerops.models.encoder import SpeakerEncoder

@@ -25,8 +25,8 @@ def command(name: str, help_text: str):
 
 
 def _cfg(args: argparse.Namespace):
-    from speakerops.config import compose
-    from speakerops.registry.tracking import offline_env
+    from speakerops.core.config import compose
+    from speakerops.core.env import offline_env
 
     offline_env()
     return compose(args.overrides, args.config)
@@ -38,7 +38,7 @@ def _print_json(data: dict) -> None:
 
 @command("params", "compose conf/ (with overrides) into params.yaml for DVC")
 def cmd_params(args: argparse.Namespace) -> int:
-    from speakerops.config import write_params
+    from speakerops.core.config import write_params
 
     print(f"wrote {write_params(_cfg(args), args.output or 'params.yaml')}")
     return 0
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     "writes conf/experiment/generated/<study>_best.yaml",
 )
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from speakerops.registry.tracking import offline_env
+    from speakerops.core.env import offline_env
     from speakerops.train.sweep import sweep
 
     if args.config:
@@ -112,7 +112,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from speakerops.registry.gate import dumps
+    from speakerops.core.jsonio import dumps
     from speakerops.registry.promote import EXIT_ERROR, promote, summary_lines
 
     try:
@@ -229,13 +229,14 @@ cmd_rollback.options = [  # type: ignore[attr-defined]
     "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>]",
 )
 def cmd_embed(args: argparse.Namespace) -> int:
+    from speakerops.core import paths
     from speakerops.eval.embed import embed_files, list_inputs, write_embeddings
     from speakerops.registry.package import load_encoder
 
     opts = _key_values(
         args.overrides, required=("model", "input", "output"), optional=("log_dir", "channel")
     )
-    encoder = load_encoder(opts["model"])
+    encoder = load_encoder(opts["model"], tracking_uri=paths.tracking_uri("registry"))
     utt_ids, paths = list_inputs(opts["input"])
     logging = "log_dir" in opts
     batch = embed_files(encoder, paths, utt_ids, desc="speakerops embed", keep_waveforms=logging)
@@ -267,13 +268,14 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
     pseudonyms of the speakers."""
     from pathlib import Path
 
-    from speakerops.config import compose
+    from speakerops.core import paths
+    from speakerops.core.config import compose
     from speakerops.core.keys import keyring_from_cfg
     from speakerops.data.quality import estimate_snr_db
     from speakerops.drift.log import append_production_log
     from speakerops.registry.package import resolve_model_version
 
-    name, version = resolve_model_version(opts["model"])
+    name, version = resolve_model_version(opts["model"], paths.tracking_uri("registry"))
     speakers = None
     channels = [opts.get("channel")] * len(batch.utt_ids)
     if Path(opts["input"]).suffix.lower() == ".csv":
@@ -331,17 +333,15 @@ cmd_keys.options = [  # type: ignore[attr-defined]
 
 @command("audit", "`audit verify`: the audit log's keyed chain and its anchored heads")
 def cmd_audit(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from speakerops.registry import audit, tracking
+    from speakerops.core.mlflow import client
+    from speakerops.registry import audit
 
     action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("verify", [])
     if action != "verify":
         raise ValueError(f"audit {action!r}: expected verify")
     cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
-    uri = tracking.tracking_uri(cfg.paths.registry_dir)
     try:
-        n = audit.verify_store(cfg, MlflowClient(tracking_uri=uri, registry_uri=uri))
+        n = audit.verify_store(cfg, client(cfg.paths.registry_dir))
     except audit.AuditError as exc:
         print(f"speakerops audit: REFUSED: {exc}", file=sys.stderr)
         return 1
@@ -379,9 +379,9 @@ def cmd_drift_demo(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import os
 
-    from speakerops.registry import tracking
+    from speakerops.core import paths
 
-    uri = tracking.tracking_uri()
+    uri = paths.tracking_uri("registry")
     argv = [
         sys.executable,
         "-m",
@@ -394,8 +394,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         "5000",
     ]
-    if tracking.artifact_location():
-        argv += ["--default-artifact-root", tracking.artifact_location()]
+    if paths.artifact_location("registry"):
+        argv += ["--default-artifact-root", paths.artifact_location("registry")]
     print(" ".join(argv))
     os.execv(sys.executable, argv + list(args.overrides))
     return 0

@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from speakerops.config import compose, write_params
-from speakerops.registry.tracking import child_env
+from speakerops.core.config import compose, write_params
+from speakerops.core.env import child_env
+from speakerops.core.mlflow import client as store_client
+from speakerops.core.names import CHAMPION
 
 
 def shared_data_dir() -> Path:
@@ -93,14 +95,10 @@ def run_demo(overrides: list[str]) -> int:
         lines.append(
             f"Registry: {reg['model_name']} version {reg['version']}  ({reg['model_uri']})"
         )
-        from mlflow.tracking import MlflowClient
-
-        from speakerops.registry import tracking
-
-        client = MlflowClient(tracking.tracking_uri(cfg.paths.registry_dir))
+        client = store_client(cfg.paths.registry_dir)
         mv = client.get_model_version(reg["model_name"], reg["version"])
         lines.append(f"  aliases of this version: {', '.join(sorted(mv.aliases)) or '(none)'}")
-        champ = client.get_registered_model(reg["model_name"]).aliases.get("champion")
+        champ = client.get_registered_model(reg["model_name"]).aliases.get(CHAMPION)
         lines.append(f"  current champion: {'version ' + str(champ) if champ else '(none)'}")
     if gate:
         verdict = "PASSED" if gate["passed"] else "REFUSED"

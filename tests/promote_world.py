@@ -62,7 +62,7 @@ def write_corpus(
 
 def make_cfg(project: Path, prepared: Path, corpus: Path, **overrides):
     """The composed config of the repo's conf/, pointed at this project."""
-    from speakerops.config import compose
+    from speakerops.core.config import compose
 
     items = [
         "data=folder",
@@ -153,10 +153,8 @@ def register_model(cfg, encoder, tag: str, overconfidence: float = 1.0) -> dict:
 
     ``overconfidence`` multiplies the fitted calibration (a and b) before packaging: the very
     same scores and the same decisions at θ = 0, but LLRs k times too confident."""
-    from mlflow.tracking import MlflowClient
-
+    from speakerops.core.mlflow import client, ensure_experiment
     from speakerops.eval.evaluate import evaluate
-    from speakerops.registry import tracking
     from speakerops.registry.register import register
 
     base = Path(cfg.paths.artifacts_dir) / tag
@@ -170,8 +168,8 @@ def register_model(cfg, encoder, tag: str, overconfidence: float = 1.0) -> dict:
     )
     Path(cfg.train.out_dir).mkdir(parents=True, exist_ok=True)
     encoder.save(Path(cfg.train.out_dir) / "encoder.pt")
-    exp_id = tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
-    run = MlflowClient().create_run(exp_id, run_name=tag)
+    exp_id = ensure_experiment(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    run = client(cfg.paths.registry_dir).create_run(exp_id, run_name=tag)
     (Path(cfg.train.out_dir) / "train.json").write_text(json.dumps({"run_id": run.info.run_id}))
     evaluate(cfg, progress=False)
     if overconfidence != 1.0:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from speakerops.cli import main
-from speakerops.config import compose
+from speakerops.core.config import compose
 from speakerops.core.schema import RULES, ConfigError, integer, number, problems, validate
 
 BAD = [  # override, what the one-line error must say
@@ -64,7 +64,7 @@ def test_the_shipped_config_and_every_option_pass() -> None:
     every rule names keys that exist (a renamed key must not leave a rule checking nothing)."""
     from omegaconf import OmegaConf
 
-    from speakerops.config import conf_dir
+    from speakerops.core.config import conf_dir
 
     configs = [compose([]), compose(["hparams_search=ecapa_small"]), compose(["trainer=ddp"])]
     for group in ("model", "augment", "trainer", "features", "loss"):

@@ -43,7 +43,7 @@ def test_ddp_cpu_two_processes_log_one_run_and_match_one_process(
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.prepare import prepare
     from speakerops.train.run import train
 

@@ -31,7 +31,7 @@ for m in pkgutil.walk_packages(speakerops.__path__, "speakerops."):
     importlib.import_module(m.name)
 
 from omegaconf import OmegaConf
-from speakerops.config import compose
+from speakerops.core.config import compose
 from speakerops.models.encoder import SpeakerEncoder, build_backbone
 from speakerops.models.features import FeatureConfig
 

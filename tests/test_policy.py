@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from speakerops.core.jsonio import dumps
 from speakerops.core.keys import Keyring
 from speakerops.core.policy import load_policy, operating_point
 from speakerops.registry import audit
-from speakerops.registry.gate import check_absolute, check_relative, decide, dumps
+from speakerops.registry.gate import check_absolute, check_relative, decide
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,7 @@ def test_two_sweep_workers_share_one_study_on_postgresql(
     import optuna
     from optuna.trial import TrialState
 
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.prepare import prepare
     from speakerops.train.sweep import sweep
 

@@ -23,7 +23,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory):
     """(composed config, prepare summary, manifest, prepared dir) on the real data."""
     shared("librispeech", "train-clean-100")
     shared("librispeech", "test-other")
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared_librispeech")

@@ -55,7 +55,7 @@ sweep:
 def swept(tmp_path_factory: pytest.TempPathFactory):
     """A project with a conf/ copy (the sweep writes its preset there), the micro corpus and
     one finished two-worker sweep."""
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.data.prepare import prepare
     from speakerops.train.sweep import sweep
 
@@ -129,7 +129,7 @@ def test_every_trial_is_an_mlflow_child_run_of_the_sweep(swept) -> None:
 
 
 def test_best_preset_trains_again_from_experiment(swept) -> None:
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.train.run import train
 
     root, summary = swept
@@ -155,7 +155,7 @@ def test_best_preset_trains_again_from_experiment(swept) -> None:
 
 
 def test_preset_searches_config_groups_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.train.sweep import write_preset
 
     shutil.copytree(REPO / "conf", tmp_path / "conf")
@@ -169,7 +169,7 @@ def test_preset_searches_config_groups_too(tmp_path: Path, monkeypatch: pytest.M
 
 def test_sweep_needs_a_search_config_and_a_valid_space(tmp_path: Path, monkeypatch) -> None:
     from speakerops.cli import main
-    from speakerops.config import compose
+    from speakerops.core.config import compose
     from speakerops.train.sweep import make_pruner, sweep_config
 
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speakerops.config import compose, write_params
+from speakerops.core.config import compose, write_params
 from speakerops.data.prepare import prepare
 from speakerops.train.run import train
 
@@ -31,7 +31,7 @@ def micro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_every_config_group_option_composes() -> None:
-    from speakerops.config import conf_dir
+    from speakerops.core.config import conf_dir
 
     for group in ("data", "model", "augment", "loss", "trainer", "features"):
         for option in sorted((conf_dir() / group).glob("*.yaml")):
@@ -44,7 +44,7 @@ def test_params_yaml_in_git_matches_conf(tmp_path: Path) -> None:
     """params.yaml is composed from conf/, never edited by hand: they must agree."""
     from omegaconf import OmegaConf
 
-    from speakerops.config import conf_dir
+    from speakerops.core.config import conf_dir
 
     written = write_params(compose(), tmp_path / "params.yaml")
     committed = conf_dir().parent / "params.yaml"
@@ -89,11 +89,11 @@ def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path)
     assert second["run_id"] == first["run_id"] and second["epochs"] == 2
     # resumed, not restarted: the second epoch's steps are added to the first's
     assert second["global_step"] == 2 * first["global_step"] > 0
-    from mlflow.tracking import MlflowClient
+    from speakerops.core.mlflow import client
 
-    from speakerops.registry.tracking import tracking_uri
-
-    history = MlflowClient(tracking_uri()).get_metric_history(first["run_id"], "val_eer")
+    history = client(compose(MICRO).paths.registry_dir).get_metric_history(
+        first["run_id"], "val_eer"
+    )
     assert len(history) == 2  # one validation per epoch, both in the one run
     # a different model cannot resume that checkpoint: it starts afresh in a new run
     third = train(compose([*MICRO, "trainer.max_epochs=1", "model.channels=24"]))
@@ -125,11 +125,11 @@ def test_init_from_fine_tunes_from_trained_weights(micro_project: Path) -> None:
     # with a vanishing learning rate the fine-tuned weights stay at the initial ones
     for key in ("stem.0.weight", "embedding.weight"):
         assert torch.allclose(before[key], after[key], atol=1e-5)
-    from mlflow.tracking import MlflowClient
+    from speakerops.core.mlflow import client
 
-    from speakerops.registry.tracking import tracking_uri
-
-    assert MlflowClient(tracking_uri()).get_run(tuned["run_id"]).data.tags["init_from"] == str(base)
+    assert client(compose(MICRO).paths.registry_dir).get_run(tuned["run_id"]).data.tags[
+        "init_from"
+    ] == str(base)
     with pytest.raises(ValueError, match="encoder of model"):
         train(
             compose(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from speakerops.config import compose, conf_dir
+from speakerops.core.config import compose, conf_dir
 from speakerops.models.campplus import CAMPPlus, segment_means
 from speakerops.models.edge import EdgeCAMPPlus
 from speakerops.models.resnet import ResNet34

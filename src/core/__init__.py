@@ -1,2 +1,3 @@
-"""The base layer: paths, names, JSON/hash helpers, config, MLflow setup, lineage, keys, the
-policy and model-URI parsers. It imports no stage."""
+"""The base layer: paths, names, JSON/sha256 helpers, config composition, MLflow client setup,
+lineage, process environment, keys, the policy and model-URI parsers. It imports no stage
+(`speakerops.data`, `.models`, ...); every stage may import it."""

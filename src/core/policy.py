@@ -21,7 +21,6 @@ the Bayes threshold of an operating point, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from speakerops.core.jsonio import sha256_bytes
 
 # The policy format's value for an omitted `operating_point` (and for a missing policy file):
 # the field's usual P_target 0.01 with unit costs. registry/policy.yaml states it explicitly.
@@ -192,7 +193,7 @@ def load_policy(path: str | Path) -> Policy:
         raise ValueError(f"{path}: require_champion must be true or false, got {require!r}")
     return Policy(
         path=str(path),
-        sha256=hashlib.sha256(text).hexdigest(),
+        sha256=sha256_bytes(text),
         operating_point=_operating_point(raw.get("operating_point"), str(path)),
         require_champion=require,
         absolute=absolute,

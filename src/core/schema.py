@@ -127,6 +127,7 @@ SEED = integer(ge=0)
 
 RULES: dict[str, Rule] = {
     "seed": SEED,
+    "runtime.threads": COUNT,
     "paths.registry_dir": TEXT,
     "paths.artifacts_dir": TEXT,
     "mlflow.experiment": TEXT,

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from speakerops.config import conf_dir
+from speakerops.core.config import conf_dir
 from speakerops.data.resample import resample
 
 

@@ -8,24 +8,16 @@ every figure computed from it, so a gate can refuse to compare runs scored on di
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from speakerops.core.jsonio import sha256_file
+
 MANIFEST_COLUMNS = ["utt_id", "path", "speaker", "duration", "sample_rate", "split"]
 METADATA_COLUMNS = ["gender", "age_band", "accent", "channel"]
 SPLITS = ("train", "calibration", "eval")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def assign_splits(
@@ -136,7 +128,7 @@ def write_trials(trials: pd.DataFrame, path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     trials[["enroll", "test", "label"]].to_csv(path, index=False)
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     path.with_suffix(path.suffix + ".sha256").write_text(f"{digest}  {path.name}\n")
     return digest
 
@@ -150,7 +142,7 @@ def read_trials(path: str | Path) -> tuple[pd.DataFrame, str]:
     missing = {"enroll", "test", "label"} - set(trials.columns)
     if missing:
         raise ValueError(f"{path}: trial list lacks columns {sorted(missing)}")
-    return trials, file_sha256(path)
+    return trials, sha256_file(path)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

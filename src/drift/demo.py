@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from speakerops.config import compose
+from speakerops.core.config import compose
 
 SHIFTED_CHANNEL = {"column": "gender", "value": ["f", "m"], "channel": "phone", "snr_db": 5.0}
 DEMO_KEY = "speakerops-drift-demo-key (not a secret: set SPEAKEROPS_PSEUDONYM_KEY in production)"

@@ -18,6 +18,7 @@ version's run) holds:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from speakerops.data.manifest import file_sha256
+from speakerops.core.env import offline_env
+from speakerops.core.jsonio import sha256_file
 
 REFERENCE_FORMAT = "speakerops-drift-reference"
 REFERENCE_FORMAT_VERSION = 1
@@ -102,7 +104,7 @@ def save_reference(
         "n_speakers": int(metadata["speaker"].nunique()) if "speaker" in metadata else None,
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
-        "files": {name: file_sha256(out / name) for name in _FILES},
+        "files": {name: sha256_file(out / name) for name in _FILES},
         **(extra or {}),
     }
     (out / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -125,7 +127,7 @@ def load_reference(path: str | Path) -> Reference:
         if not f.is_file():
             raise FileNotFoundError(f"drift reference {path}: {name} is missing")
         want = info.get("files", {}).get(name)
-        if want and file_sha256(f) != want:
+        if want and sha256_file(f) != want:
             raise ValueError(
                 f"drift reference {path}: {name} does not match its SHA-256 in reference.json"
             )
@@ -148,10 +150,15 @@ def load_reference(path: str | Path) -> Reference:
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The argument, else env ``MLFLOW_TRACKING_URI``, else the embedded store."""
-    from speakerops.registry.tracking import tracking_uri as default_uri
-
-    return tracking_uri or default_uri()
+    """The argument, else env ``MLFLOW_TRACKING_URI``; the embedded store has no default here
+    (callers pass the one of ``paths.registry_dir``: ``core.paths.tracking_uri``)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ValueError(
+            "drift.reference.tracking_uri: no MLflow store given (null and MLFLOW_TRACKING_URI "
+            "unset); `speakerops drift` uses the store of paths.registry_dir"
+        )
+    return uri
 
 
 def build_reference_from_eval(
@@ -204,8 +211,6 @@ def load_champion_reference(
     Returns ``(reference, version)``; the reference carries the model name, version and
     run id. Raises a clear error when the alias or the artifacts are missing.
     """
-    from speakerops.registry.tracking import offline_env
-
     offline_env()
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from speakerops.core.env import child_env
 from speakerops.drift.config import drift_config
-from speakerops.registry.tracking import child_env
 
 log = logging.getLogger("speakerops.drift")
 MANIFEST_COLUMNS = ("utt_id", "path", "speaker", "duration", "sample_rate")

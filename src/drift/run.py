@@ -23,10 +23,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from speakerops.core.jsonio import sha256_file
 from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
+from speakerops.core.paths import tracking_uri
 from speakerops.drift.checks import DriftRefusal, DriftResult, check_drift
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import read_production_log, to_utc
@@ -92,7 +94,6 @@ def _run_dir(d) -> Path:
 
 
 def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
-    from speakerops.data.manifest import file_sha256
     from speakerops.drift.retrain import retraining_command, trigger_retraining
     from speakerops.drift.tickets import load_ticket, record_retraining
 
@@ -105,7 +106,7 @@ def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
             "status": "skipped",
             "reason": "no labelled production data yet (drift.retrain.labelled_manifest); the ticket carries the evidence",
         }
-    sha = file_sha256(manifest) if manifest is not None and manifest.is_file() else None
+    sha = sha256_file(manifest) if manifest is not None and manifest.is_file() else None
     if ticket_id is not None and sha is not None:
         done = [
             e
@@ -199,6 +200,8 @@ def main(cfg) -> int:
     except Exception as exc:  # a broken config: nothing else can run
         print(f"speakerops drift: invalid drift config: {exc}", file=sys.stderr)
         return 2
+    if d.reference.tracking_uri is None and isinstance(cfg, DictConfig) and "paths" in cfg:
+        d.reference.tracking_uri = tracking_uri(cfg.paths.registry_dir)  # the configured store
     try:
         keyring = keyring_from_cfg(cfg)
     except KeyMaterialError as exc:

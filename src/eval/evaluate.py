@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from speakerops.core.jsonio import dumps
+from speakerops.core.mlflow import client as store_client
 from speakerops.data.manifest import make_trials, read_manifest, read_trials
 from speakerops.data.prepare import build_manifest
 from speakerops.eval.assess import AssessSettings, assess
@@ -196,8 +198,6 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
         "calibration_kind": calibration.kind,
         "llr_threshold": settings.threshold,
     }
-    from speakerops.registry.gate import dumps
-
     (out / "metrics.json").write_text(dumps(summary))
     (out / "evaluation.json").write_text(
         dumps(
@@ -264,12 +264,8 @@ def _log_to_mlflow(cfg: DictConfig, summary: dict, out: Path) -> None:
     train_json = Path(cfg.train.out_dir) / "train.json"
     if not train_json.is_file():
         return
-    from mlflow.tracking import MlflowClient
-
-    from speakerops.registry import tracking
-
     run_id = json.loads(train_json.read_text())["run_id"]
-    client = MlflowClient(tracking.tracking_uri(cfg.paths.registry_dir))
+    client = store_client(cfg.paths.registry_dir)
     for key, value in summary.items():
         if isinstance(value, float) and math.isfinite(value):
             client.log_metric(run_id, f"eval_{key}", value)

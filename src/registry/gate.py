@@ -10,7 +10,6 @@ refuses, with the reason.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -193,20 +192,3 @@ def precondition(
 def decide(checks: list[dict]) -> Verdict:
     """Pass iff there is at least one check and every check passes."""
     return Verdict(bool(checks) and all(c["passed"] for c in checks), checks)
-
-
-def dumps(obj: Any) -> str:
-    """Deterministic JSON (sorted keys; NaN written as null)."""
-    return json.dumps(_clean(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else obj
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _clean(obj.item())
-    return obj

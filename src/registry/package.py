@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speakerops.core.uris import parse_model_uri
+import mlflow
+from mlflow.pyfunc import PythonModel
 
-try:  # MLflow's base class when available; importing mlflow is heavy, so only here
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover - mlflow is a hard dependency
-    PythonModel = object  # type: ignore[misc,assignment]
+from speakerops.core.mlflow import client_for, fluent_store
+from speakerops.core.uris import parse_model_uri
+from speakerops.models.encoder import SpeakerEncoder
 
 ENCODER_ARTIFACT = "encoder"
 
@@ -34,8 +34,6 @@ class EncoderPyfunc(PythonModel):
     """pyfunc wrapper around `SpeakerEncoder`."""
 
     def load_context(self, context) -> None:
-        from speakerops.models.encoder import SpeakerEncoder
-
         self.encoder = SpeakerEncoder.load(context.artifacts[ENCODER_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
@@ -61,8 +59,6 @@ class EncoderPyfunc(PythonModel):
 
 def log_encoder_model(encoder_path: str | Path, name: str = "model") -> str:
     """Log the encoder as a pyfunc model in the active MLflow run; returns its model URI."""
-    import mlflow
-
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=EncoderPyfunc(),
@@ -74,24 +70,21 @@ def log_encoder_model(encoder_path: str | Path, name: str = "model") -> str:
 
 def load_encoder(model_uri: str, tracking_uri: str | None = None):
     """A `SpeakerEncoder` from a registry URI (`models:/name@alias`, `models:/name/3`), a
-    `runs:/` URI, or a local encoder file / pyfunc folder."""
-    from speakerops.models.encoder import SpeakerEncoder
-
+    `runs:/` URI, or a local encoder file / pyfunc folder. A URI into the store needs the
+    store's `tracking_uri` (from `paths.registry_dir`: `core.paths.tracking_uri`)."""
     local = Path(model_uri)
     if local.is_file():
         return SpeakerEncoder.load(local)
     if local.is_dir() and (local / "MLmodel").is_file():
         return _encoder_from_model_dir(local)
-    import mlflow
-
-    from speakerops.registry import tracking
-
-    tracking.offline_env()
-    uri = tracking_uri or tracking.tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    uri = _store(model_uri, tracking_uri)
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+        # scoped, not only passed: resolving a registered version's logged-model source reads
+        # MLflow's global store (MLflow 3.17)
+        with fluent_store(uri):
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, tracking_uri=uri, registry_uri=uri
+            )
     except Exception as exc:
         raise ValueError(
             f"model={model_uri}: cannot resolve it in the MLflow store {uri} ({exc})"
@@ -106,18 +99,21 @@ def resolve_model_version(model_uri: str, tracking_uri: str | None = None) -> tu
     if not ref.is_registry:
         return Path(model_uri).stem, "local"
     if ref.alias is not None:
-        from mlflow.tracking import MlflowClient
-
-        from speakerops.registry import tracking
-
-        client = MlflowClient(tracking_uri or tracking.tracking_uri())
+        client = client_for(_store(model_uri, tracking_uri))
         return ref.name, str(client.get_model_version_by_alias(ref.name, ref.alias).version)
     return ref.name, ref.version
 
 
-def _encoder_from_model_dir(model_dir: Path):
-    from speakerops.models.encoder import SpeakerEncoder
+def _store(model_uri: str, tracking_uri: str | None) -> str:
+    if not tracking_uri:
+        raise ValueError(
+            f"model={model_uri}: not a local file or folder, and no MLflow store given "
+            "(pass the tracking URI of paths.registry_dir)"
+        )
+    return tracking_uri
 
+
+def _encoder_from_model_dir(model_dir: Path):
     candidates = sorted(model_dir.glob("artifacts/**/*.pt")) or sorted(model_dir.glob("**/*.pt"))
     if not candidates:
         raise ValueError(f"{model_dir}: no encoder file inside the model")

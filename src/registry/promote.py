@@ -36,16 +36,20 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from speakerops.core.jsonio import dumps
 from speakerops.core.keys import keyring_from_cfg
-from speakerops.registry import audit, tracking
+from speakerops.core.mlflow import client as store_client
+from speakerops.core.mlflow import ensure_experiment
+from speakerops.core.names import CHAMPION
+from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import Policy, load_policy
 from speakerops.core.uris import ModelRef, parse_model_uri, registered_model_uri, run_artifact_uri
-from speakerops.registry.gate import check_absolute, check_relative, decide, dumps, precondition
+from speakerops.registry import audit
+from speakerops.registry.gate import check_absolute, check_relative, decide, precondition
 
 EXIT_PASS = 0
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
-CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
 GATED_FIGURES = (
     "eer",
@@ -87,10 +91,8 @@ def _candidate(uri: str) -> ModelRef:
 
 
 def _client(cfg: DictConfig):
-    from mlflow.tracking import MlflowClient
-
-    tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
-    return MlflowClient()
+    ensure_experiment(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    return store_client(cfg.paths.registry_dir)
 
 
 def _version(client, name: str, version: str | None, alias: str | None):
@@ -236,13 +238,13 @@ def _preconditions(policy: Policy, cand, champ, pinned: str) -> list[dict]:
     return checks
 
 
-def _score(uri: str, manifest, trials, progress: bool):
+def _score(uri: str, manifest, trials, progress: bool, store: str):
     """(scores, LLRs or None, scorer description, calibration dict) of a packaged model."""
     from speakerops.eval.evaluate import embed_split
     from speakerops.eval.scoring import Scorer, system_scores
     from speakerops.registry.package import load_encoder
 
-    encoder = load_encoder(uri)
+    encoder = load_encoder(uri, tracking_uri=store)
     scorer = Scorer.from_encoder(encoder)
     batch = embed_split(encoder, manifest, trials.utterances, f"embedding with {uri}", progress)
     scores, llrs = system_scores(scorer, batch.as_dict(), trials)
@@ -274,6 +276,7 @@ def promote(
     settings = _settings(cfg, policy)
     client = _client(cfg)
     audit.verify_store(cfg, client)  # a log that does not prove itself stops everything
+    store = tracking_uri(cfg.paths.registry_dir)
     cand = _version(client, name, version, alias)
     version = str(cand.version)
     champ = current_champion(client, name)
@@ -305,7 +308,7 @@ def promote(
         systems = {}
         info = {}
         cand_scores, cand_llrs, cand_desc, cand_cal = _score(
-            registered_model_uri(name, version), manifest, trials, progress
+            registered_model_uri(name, version), manifest, trials, progress, store
         )
         systems[cand_label] = (cand_scores, cand_llrs)
         info["candidate"] = {"scoring": cand_desc, "calibration": cand_cal}
@@ -325,7 +328,7 @@ def promote(
         )
         if champ is not None:
             ch_scores, ch_llrs, ch_desc, ch_cal = _score(
-                registered_model_uri(name, champ.version), manifest, trials, progress
+                registered_model_uri(name, champ.version), manifest, trials, progress, store
             )
             systems[champ_label] = (ch_scores, ch_llrs)
             info["champion"] = {"scoring": ch_desc, "calibration": ch_cal}
@@ -334,7 +337,7 @@ def promote(
         h = results.get(champ_label) if champ_label else None
         checks += check_absolute(c.figures, policy, c.details())
         checks += check_relative(
-            c.figures, h.figures if h else None, diff, policy, champ_label or "champion"
+            c.figures, h.figures if h else None, diff, policy, champ_label or CHAMPION
         )
         verdict["models"] = info
         verdict["figures"] = {

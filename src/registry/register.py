@@ -15,28 +15,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from speakerops.config import flatten
+from speakerops.core.config import flatten
+from speakerops.core.jsonio import sha256_file
+from speakerops.core.lineage import git_commit, params_digest
+from speakerops.core.mlflow import client, ensure_experiment, fluent_store
+from speakerops.core.names import CHALLENGER, metric_keys
+from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import bayes_threshold, operating_point
 from speakerops.core.uris import registered_model_uri
-from speakerops.data.manifest import file_sha256
 from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_cohort
 from speakerops.models.encoder import SpeakerEncoder
-from speakerops.registry import tracking
-from speakerops.registry.lineage import git_commit, params_digest
 from speakerops.registry.package import log_encoder_model
-
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 
 
 def register(cfg: DictConfig) -> dict:
     """Register the evaluated encoder; returns what is written to `registered.json`."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     out = Path(cfg.register.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_dir, eval_dir = Path(cfg.train.out_dir), Path(cfg.evaluate.out_dir)
@@ -58,11 +55,12 @@ def register(cfg: DictConfig) -> dict:
     encoder.extras["eval_metrics"] = metrics
     packaged = encoder.save(out / "encoder.pt")
 
-    tracking.setup_mlflow(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    registry_dir = cfg.paths.registry_dir
+    ensure_experiment(cfg.mlflow.experiment, registry_dir)
     params = OmegaConf.to_container(cfg, resolve=True)
     tags = {
         "git_commit": git_commit(),
-        "manifest_sha256": file_sha256(prepared / "manifest.csv"),
+        "manifest_sha256": sha256_file(prepared / "manifest.csv"),
         "trials_sha256": metrics["trials_sha256"],
         "calibration_trials_sha256": metrics["calibration_trials_sha256"],
         "params_sha256": params_digest(params),
@@ -75,16 +73,17 @@ def register(cfg: DictConfig) -> dict:
     params_json = json.dumps(flatten(cfg), sort_keys=True)
     if len(params_json) <= _tag_value_limit():
         tags["params"] = params_json
-    client = MlflowClient()
-    with mlflow.start_run(run_id=train_summary["run_id"]):
-        model_uri = log_encoder_model(packaged)
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
-        _log_reference(eval_dir, prepared)
-    version = mlflow.register_model(model_uri, cfg.register.model_name, tags=tags)
-    client.set_registered_model_alias(cfg.register.model_name, CHALLENGER, version.version)
-    for key in ("eer", "min_dcf_0.01", "min_dcf_0.05", "cllr", "act_dcf_0.01"):
+    store = client(registry_dir)
+    with fluent_store(tracking_uri(registry_dir)):
+        with mlflow.start_run(run_id=train_summary["run_id"]):
+            model_uri = log_encoder_model(packaged)
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
+            _log_reference(eval_dir, prepared)
+        version = mlflow.register_model(model_uri, cfg.register.model_name, tags=tags)
+    store.set_registered_model_alias(cfg.register.model_name, CHALLENGER, version.version)
+    for key in metric_keys(cfg.evaluate.p_targets):
         if key in metrics:
-            client.set_model_version_tag(
+            store.set_model_version_tag(
                 cfg.register.model_name, version.version, f"metric.{key}", repr(metrics[key])
             )
     result = {
@@ -93,7 +92,7 @@ def register(cfg: DictConfig) -> dict:
         "model_uri": registered_model_uri(cfg.register.model_name, version.version),
         "run_id": train_summary["run_id"],
         "aliases": sorted(
-            client.get_model_version(cfg.register.model_name, version.version).aliases
+            store.get_model_version(cfg.register.model_name, version.version).aliases
         ),
         **tags,
     }

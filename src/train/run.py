@@ -31,12 +31,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from speakerops.config import flatten
-from speakerops.data.manifest import file_sha256
+from speakerops.core.config import flatten
+from speakerops.core.env import offline_env
+from speakerops.core.jsonio import sha256_file
+from speakerops.core.lineage import params_digest
+from speakerops.core.paths import artifact_location, tracking_uri
 from speakerops.models.encoder import FORMAT, SpeakerEncoder
 from speakerops.models.features import FeatureConfig
-from speakerops.registry import tracking
-from speakerops.registry.lineage import params_digest
 from speakerops.train.callbacks import RankZeroFiles, Throughput, instantiate_callbacks, one_of
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
@@ -108,7 +109,7 @@ def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dic
             raise ValueError(f"{path}: not a checkpoint of this model: {exc}") from None
     else:
         raise ValueError(f"{path}: neither a Lightning checkpoint nor a speakerops encoder")
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def resume_digest(cfg: DictConfig) -> str:
@@ -142,7 +143,7 @@ def train(
     dm.setup("fit")
     module = build_module(cfg, dm.num_classes)
 
-    tracking.offline_env()
+    offline_env()
     run_id_file = ckpt_dir / "mlflow_run_id"
     last = ckpt_dir / "last.ckpt"
     digest_file = ckpt_dir / "config_digest"
@@ -155,8 +156,8 @@ def train(
         resume = False
     logger = instantiate(
         cfg.logger,
-        tracking_uri=tracking.tracking_uri(cfg.paths.registry_dir),
-        artifact_location=tracking.artifact_location(cfg.paths.registry_dir),
+        tracking_uri=tracking_uri(cfg.paths.registry_dir),
+        artifact_location=artifact_location(cfg.paths.registry_dir),
         run_id=run_id_file.read_text().strip() if resume and run_id_file.is_file() else None,
         tags=tags,
     )

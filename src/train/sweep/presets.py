@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from speakerops.config import conf_dir
+from speakerops.core.config import conf_dir
 
 
 def preset_path(study_name: str) -> tuple[Path, str]:

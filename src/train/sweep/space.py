@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from speakerops.config import conf_dir
+from speakerops.core.config import conf_dir
 from speakerops.train.sweep.callbacks import metric_callbacks
 
 SAMPLERS = {

@@ -14,12 +14,12 @@ from typing import Any
 
 import optuna
 from mlflow.entities import Param
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from speakerops.config import compose, flatten
-from speakerops.registry import tracking
+from speakerops.core import env, paths
+from speakerops.core.config import compose, flatten
+from speakerops.core.mlflow import client as store_client
 from speakerops.train.sweep.presets import preset_path, write_preset
 from speakerops.train.sweep.space import make_pruner, make_sampler, sweep_config
 from speakerops.train.sweep.workers import (
@@ -34,7 +34,7 @@ from speakerops.train.sweep.workers import (
 def sweep(overrides: list[str] | None = None) -> dict:
     """Run the study configured by `hparams_search=<name>`; returns the summary (`sweep.json`)."""
     overrides = list(overrides or [])
-    tracking.offline_env()
+    env.offline_env()
     cfg = compose(overrides)
     sw = sweep_config(cfg)
     study_name, metric = str(sw.study_name), str(sw.metric)
@@ -62,14 +62,14 @@ def sweep(overrides: list[str] | None = None) -> dict:
         study.enqueue_trial(OmegaConf.to_container(params, resolve=True), skip_if_exists=True)
 
     # a client, not mlflow.set_tracking_uri: that would export MLFLOW_TRACKING_URI process-wide
-    client = MlflowClient(tracking.tracking_uri(cfg.paths.registry_dir))
+    client = store_client(cfg.paths.registry_dir)
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     experiment_id = (
         experiment.experiment_id
         if experiment is not None
         else client.create_experiment(
             cfg.mlflow.experiment,
-            artifact_location=tracking.artifact_location(cfg.paths.registry_dir),
+            artifact_location=paths.artifact_location(cfg.paths.registry_dir),
         )
     )
     parent = client.create_run(

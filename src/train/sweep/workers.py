@@ -31,13 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from speakerops.config import compose
-from speakerops.registry import tracking
+from speakerops.core import env
+from speakerops.core.config import compose
+from speakerops.core.mlflow import client as store_client
 from speakerops.train.run import train
 from speakerops.train.sweep.callbacks import OptunaPruning, metric_callbacks
 from speakerops.train.sweep.space import (
@@ -92,7 +92,7 @@ def objective_for(
     study = str(sweep.study_name)
     out_root = Path(sweep.out_dir)
     params = OmegaConf.to_container(sweep.params, resolve=True)
-    client = MlflowClient(tracking.tracking_uri(cfg.paths.registry_dir))
+    client = store_client(cfg.paths.registry_dir)
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, params)
@@ -154,7 +154,7 @@ def _drop_checkpoints(trial_cfg: DictConfig, sweep: DictConfig) -> None:
 
 def run_worker(overrides: list[str], worker: int, n_workers: int, parent_run_id: str | None) -> int:
     """One worker: load the study and run this worker's share of `sweep.n_trials`."""
-    tracking.offline_env()
+    env.offline_env()
     cfg = compose(overrides)
     sweep = sweep_config(cfg)
     n_trials = int(sweep.n_trials)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from pathlib import Path
+
+from speakerops.core.jsonio import sha256_json
 
 
 def git_commit(cwd: str | Path = ".") -> str:
@@ -28,4 +28,4 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 def params_digest(params: dict) -> str:
     """sha256 of the composed parameters (canonical JSON)."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(params)

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.schema import ConfigError, one_line, validate
@@ -16,7 +20,7 @@ def conf_dir() -> Path:
     for candidate in (
         os.environ.get("SPEAKEROPS_CONF"),
         "conf",
-        Path(__file__).resolve().parents[1] / "conf",
+        Path(__file__).resolve().parents[2] / "conf",
     ):
         if candidate and (Path(candidate) / "config.yaml").is_file():
             return Path(candidate).resolve()
@@ -43,13 +47,7 @@ def compose(
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         return validate(cfg)
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
-    from hydra.errors import HydraException
-
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
             cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -62,7 +60,12 @@ def write_params(cfg: DictConfig, path: str | Path = "params.yaml") -> Path:
     """Write the composed config as DVC's `params.yaml`, resolved, as DVC's Hydra composition does."""
     path = Path(path)
     cfg = cfg.copy()
+    # `runtime.*` says where a job runs, not what it computes: kept as its interpolation, so
+    # each machine (and each DVC stage) resolves its own thread count.
+    runtime = OmegaConf.to_container(cfg.runtime, resolve=False) if "runtime" in cfg else None
     OmegaConf.resolve(cfg)
+    if runtime is not None:
+        cfg.runtime = runtime
     header = (
         "# Composed from conf/ by `speakerops params` (or `dvc exp run`): do not edit by hand.\n"
     )

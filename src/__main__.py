@@ -1,0 +1,7 @@
+"""`python -m speakerops`: the same command line as the `speakerops` script."""
+
+import sys
+
+from speakerops.cli import main
+
+sys.exit(main())

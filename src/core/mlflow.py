@@ -1,0 +1,68 @@
+"""MLflow client setup. One policy: library code never sets MLflow's global tracking URI.
+
+Code talks to the store through an explicit `MlflowClient` (:func:`client`), or passes the
+URI to the API that takes one (Lightning's `MLFlowLogger`). Where only MLflow's fluent API
+will do (`mlflow.start_run`, `log_model`, `register_model`, `download_artifacts`),
+:func:`fluent_store` points it at the store for the duration of a `with` block and restores
+what was there before, environment variables included.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from mlflow.tracking._model_registry import utils as _registry_state
+from mlflow.tracking._tracking_service import utils as _tracking_state
+
+from speakerops.core.env import offline_env
+from speakerops.core.paths import artifact_location, tracking_uri
+
+_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def client(registry: str | Path) -> MlflowClient:
+    """A client on the store of `registry` (`paths.registry_dir`, or MLFLOW_TRACKING_URI)."""
+    return client_for(tracking_uri(registry))
+
+
+def client_for(uri: str) -> MlflowClient:
+    """A client on an explicit tracking + registry URI."""
+    offline_env()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str, registry: str | Path) -> str:
+    """The id of experiment `name` in the store, created (artifacts under
+    `<registry>/artifacts` in the embedded store) when it does not exist."""
+    c = client(registry)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=artifact_location(registry))
+
+
+@contextmanager
+def fluent_store(uri: str) -> Iterator[str]:
+    """Within the block MLflow's fluent API reads and writes the store at `uri`; on exit the
+    previous global URIs and the MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI variables are put
+    back as they were (MLflow's setters export them process-wide)."""
+    offline_env()
+    saved_env = {k: os.environ.get(k) for k in _ENV}
+    saved = (_tracking_state._tracking_uri, _registry_state._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        _registry_state._registry_uri = saved[1]
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
