@@ -42,6 +42,7 @@ from speakerops.core.mlflow import client as store_client
 from speakerops.core.mlflow import ensure_experiment
 from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
+from speakerops.registry.lock import promotion_lock
 from speakerops.core.policy import Policy, load_policy
 from speakerops.core.uris import ModelRef, parse_model_uri, registered_model_uri, run_artifact_uri
 from speakerops.registry import audit
@@ -265,7 +266,26 @@ def promote(
     progress: bool = False,
     action: str = "promote",
 ) -> PromotionResult:
-    """Evaluate the candidate (and champion) under the policy; see the module docstring."""
+    """Evaluate the candidate (and champion) under the policy; see the module docstring.
+
+    Holds the model's promotion lock (:mod:`speakerops.registry.lock`) throughout, so the
+    champion read here is the one the alias still names when the verdict is recorded."""
+    name = _candidate(candidate_uri).name
+    with promotion_lock(cfg, name, tracking_uri(cfg.paths.registry_dir)):
+        return _promote_locked(
+            cfg, candidate_uri, dry_run=dry_run, out_dir=out_dir, progress=progress, action=action
+        )
+
+
+def _promote_locked(
+    cfg: DictConfig,
+    candidate_uri: str,
+    *,
+    dry_run: bool,
+    out_dir: str | Path | None,
+    progress: bool,
+    action: str,
+) -> PromotionResult:
     from speakerops.data.manifest import read_manifest
     from speakerops.eval.assess import assess
     from speakerops.eval.trials import load_trial_set
@@ -496,10 +516,17 @@ def rollback(
     reason: str = "",
 ) -> dict[str, Any]:
     """Move `champion` back to the previous champion (or to ``to_version``, which must have
-    been champion before); returns the audit record."""
+    been champion before), under the promotion lock; returns the audit record."""
+    name = model_name or str(cfg.register.model_name)
+    with promotion_lock(cfg, name, tracking_uri(cfg.paths.registry_dir)):
+        return _rollback_locked(cfg, name, to_version, reason)
+
+
+def _rollback_locked(
+    cfg: DictConfig, name: str, to_version: str | None, reason: str
+) -> dict[str, Any]:
     client = _client(cfg)
     audit.verify_store(cfg, client)
-    name = model_name or str(cfg.register.model_name)
     champ = current_champion(client, name)
     if champ is None:
         raise ValueError(f"registered model {name}: no champion to roll back from")
