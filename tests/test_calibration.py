@@ -34,7 +34,7 @@ A_TRUE, B_TRUE = 0.5, -1.5  # raw scores s = (llr - b) / a, so llr = a·s + b
 def test_linear_recovers_true_parameters(n_tar, n_non):
     llr, y = gaussian_llrs(n_tar, n_non, seed=n_non)
     s = (llr - B_TRUE) / A_TRUE
-    cal = LinearCalibration().fit(s, y)
+    cal = LinearCalibration(p_eff=0.5).fit(s, y)
     # Class reweighting to p_eff makes the fit independent of the class counts.
     assert cal.a == pytest.approx(A_TRUE, abs=0.03)
     assert cal.b == pytest.approx(B_TRUE, abs=0.08)
@@ -47,8 +47,8 @@ def test_linear_recovers_true_parameters(n_tar, n_non):
 def test_fit_is_deterministic_and_optimal():
     llr, y = gaussian_llrs(3000, 9000, seed=5)
     s = 3.0 * llr + 7.0
-    c1 = LinearCalibration().fit(s, y)
-    c2 = LinearCalibration().fit(s, y)
+    c1 = LinearCalibration(p_eff=0.5).fit(s, y)
+    c2 = LinearCalibration(p_eff=0.5).fit(s, y)
     assert (c1.a, c1.b) == (c2.a, c2.b)
 
     # the fit minimizes the P_eff = 0.5 weighted cross-entropy, which is ln2·Cllr for balanced
@@ -67,7 +67,7 @@ def test_calibration_improves_cllr_and_act_dcf_on_held_out():
     rng = np.random.default_rng(0)
     train = rng.random(llr.size) < 0.5
     test = ~train
-    cal = LinearCalibration().fit(raw[train], y[train])
+    cal = LinearCalibration(p_eff=0.5).fit(raw[train], y[train])
     out = cal.transform(raw[test])
     yt = y[test]
     raw_cllr = M.cllr(raw[test], yt)
@@ -84,7 +84,7 @@ def test_calibration_improves_cllr_and_act_dcf_on_held_out():
 def test_thresholds_match_decisions():
     llr, y = gaussian_llrs(2000, 8000, seed=3)
     s = (llr - B_TRUE) / A_TRUE
-    cal = LinearCalibration().fit(s, y)
+    cal = LinearCalibration(p_eff=0.5).fit(s, y)
     for p in (0.01, 0.05, 0.5):
         theta = cal.bayes_threshold(p)
         assert theta == pytest.approx(math.log((1 - p) / p))
@@ -92,7 +92,7 @@ def test_thresholds_match_decisions():
         assert cal.a * st + cal.b == pytest.approx(theta, abs=1e-12)
         np.testing.assert_array_equal(s >= st, cal.transform(s) >= theta - 1e-12)
     assert cal.bayes_threshold(0.2, c_miss=3, c_fa=0.5) == pytest.approx(math.log(0.4 / 0.6))
-    neg = LinearCalibration(a=-1.0, b=0.0)
+    neg = LinearCalibration(p_eff=0.5, a=-1.0, b=0.0)
     with pytest.raises(ValueError, match="positive slope"):
         neg.score_threshold(0.01)
 
@@ -124,12 +124,12 @@ def quality_data(n, seed=0, m1=2.0, m0=-1.0, sig=1.5, k=1.2):
 
 def test_quality_recovers_parameters_and_beats_linear():
     s, y, q, (a, b, c) = quality_data(30_000, seed=1)
-    qc = QualityCalibration().fit(s, y, q)
+    qc = QualityCalibration(p_eff=0.5).fit(s, y, q)
     assert qc.a == pytest.approx(a, abs=0.04)
     assert qc.b == pytest.approx(b, abs=0.06)
     assert qc.c == pytest.approx(c, abs=0.06)
     s2, y2, q2, _ = quality_data(30_000, seed=2)
-    lc = LinearCalibration().fit(s, y)
+    lc = LinearCalibration(p_eff=0.5).fit(s, y)
     assert M.cllr(qc.transform(s2, q2), y2) < M.cllr(lc.transform(s2), y2) - 0.02
     # scalar quality broadcasts; score threshold consistent with the LLR threshold
     np.testing.assert_allclose(qc.transform(s2[:5], 0.7), qc.transform(s2[:5], np.full(5, 0.7)))
@@ -140,7 +140,7 @@ def test_quality_recovers_parameters_and_beats_linear():
 
 def test_quality_round_trip():
     s, y, q, _ = quality_data(2000, seed=3)
-    qc = QualityCalibration(quality_name="log_min_dur_s").fit(s, y, q)
+    qc = QualityCalibration(p_eff=0.5, quality_name="log_min_dur_s").fit(s, y, q)
     d = json.loads(json.dumps(qc.to_dict()))
     assert d["kind"] == "quality" and d["quality_name"] == "log_min_dur_s"
     back = calibration_from_dict(d)
@@ -156,19 +156,19 @@ def test_log_min_duration():
 
 def test_errors():
     with pytest.raises(RuntimeError, match="not fitted"):
-        LinearCalibration().transform([1.0])
+        LinearCalibration(p_eff=0.5).transform([1.0])
     with pytest.raises(RuntimeError, match="not fitted"):
-        QualityCalibration().to_dict()
+        QualityCalibration(p_eff=0.5).to_dict()
     with pytest.raises(ValueError, match="no target"):
-        LinearCalibration().fit([0.1, 0.2], [0, 0])
+        LinearCalibration(p_eff=0.5).fit([0.1, 0.2], [0, 0])
     with pytest.raises(ValueError, match="NaN"):
-        LinearCalibration().fit([0.1, np.nan, 0.3], [0, 1, 1])
+        LinearCalibration(p_eff=0.5).fit([0.1, np.nan, 0.3], [0, 1, 1])
     with pytest.raises(ValueError, match="quality has 2 values"):
-        QualityCalibration().fit([0.1, 0.2, 0.3], [0, 1, 1], [1.0, 2.0])
+        QualityCalibration(p_eff=0.5).fit([0.1, 0.2, 0.3], [0, 1, 1], [1.0, 2.0])
     with pytest.raises(ValueError, match="quality contains non-finite"):
-        QualityCalibration().fit([0.1, 0.2, 0.3], [0, 1, 1], [1.0, np.nan, 2.0])
+        QualityCalibration(p_eff=0.5).fit([0.1, 0.2, 0.3], [0, 1, 1], [1.0, np.nan, 2.0])
     with pytest.raises(ValueError, match="constant"):
-        QualityCalibration().fit([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], [1.0, 1.0, 1.0, 1.0])
+        QualityCalibration(p_eff=0.5).fit([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], [1.0, 1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="p_eff"):
         LinearCalibration(p_eff=1.0).fit([0.1, 0.2], [0, 1])
     with pytest.raises(ValueError, match="unknown calibration kind"):
@@ -184,6 +184,6 @@ def test_errors():
 def test_separable_data_stays_finite():
     s = np.r_[np.linspace(1, 2, 50), np.linspace(-2, -1, 50)]
     y = np.r_[np.ones(50), np.zeros(50)]
-    cal = LinearCalibration().fit(s, y)
+    cal = LinearCalibration(p_eff=0.5).fit(s, y)
     assert math.isfinite(cal.a) and cal.a > 5  # large, confident, but finite
     assert M.cllr(cal.transform(s), y) < 0.01

@@ -159,7 +159,7 @@ def test_settings_round_trip_through_a_dict() -> None:
 
 
 def test_scorer_gives_llrs_thresholds_and_decisions() -> None:
-    cal = LinearCalibration(a=4.0, b=-2.0)
+    cal = LinearCalibration(p_eff=0.5, a=4.0, b=-2.0)
     scorer = Scorer.from_extras({"calibration": cal.to_dict(), "scoring": {"method": "cosine"}})
     e = np.array([1.0, 0.0, 0.0])
     t = np.array([1.0, 1.0, 0.0])
@@ -172,7 +172,7 @@ def test_scorer_gives_llrs_thresholds_and_decisions() -> None:
     assert scorer.verify(e, t, p_target=0.5)["accept"] is True  # θ = 0
     np.testing.assert_allclose(scorer.to_llr(np.array([0.0, 1.0])), [-2.0, 2.0])
     # quality-aware calibration needs both durations
-    q = QualityCalibration(a=4.0, b=-2.0, c=0.5)
+    q = QualityCalibration(p_eff=0.5, a=4.0, b=-2.0, c=0.5)
     qs = Scorer.from_extras({"calibration": q.to_dict()})
     with pytest.raises(ValueError, match="durations"):
         qs.verify(e, t)

@@ -14,7 +14,7 @@ A policy has (see the file itself for a commented example):
   d = candidate − champion: non-inferior iff high(d) <= m (or low(d) >= −m when higher is
   better).
 
-Gated metric names are the figures of :mod:`speakerops.eval.evaluate`; the checks themselves
+Gated metric names are the figures of :mod:`speakerops.eval.assess`; the checks themselves
 live in :mod:`speakerops.registry.checks`. This module is pure (no stage imports): parsing and
 the Bayes threshold of an operating point, nothing else.
 """

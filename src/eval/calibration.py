@@ -161,10 +161,11 @@ def _require(d: Mapping[str, Any], keys: tuple[str, ...], kind: str) -> dict[str
 class LinearCalibration:
     """llr = a·s + b, fitted by prior-weighted logistic regression (see module docstring).
 
-    ``p_eff``: effective prior the two classes are reweighted to (0.5 = balanced).
+    ``p_eff``: effective prior the two classes are reweighted to (0.5 = balanced; the stage
+    takes `evaluate.calibration.p_eff`).
     """
 
-    p_eff: float = 0.5
+    p_eff: float
     reg: float = 1e-6
     a: float = math.nan
     b: float = math.nan
@@ -219,7 +220,9 @@ class LinearCalibration:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinearCalibration:
         v = _require(d, ("a", "b"), cls.kind)
-        return cls(p_eff=_check_p_eff(d.get("p_eff", 0.5)), a=v["a"], b=v["b"])
+        return cls(
+            p_eff=_check_p_eff(_require(d, ("p_eff",), cls.kind)["p_eff"]), a=v["a"], b=v["b"]
+        )
 
 
 @dataclass
@@ -230,7 +233,7 @@ class QualityCalibration:
     the measure so that a packaged model says which q it expects.
     """
 
-    p_eff: float = 0.5
+    p_eff: float
     reg: float = 1e-6
     quality_name: str = "log_min_duration"
     a: float = math.nan
@@ -297,7 +300,7 @@ class QualityCalibration:
     def from_dict(cls, d: Mapping[str, Any]) -> QualityCalibration:
         v = _require(d, ("a", "b", "c"), cls.kind)
         return cls(
-            p_eff=_check_p_eff(d.get("p_eff", 0.5)),
+            p_eff=_check_p_eff(_require(d, ("p_eff",), cls.kind)["p_eff"]),
             quality_name=str(d.get("quality_name", "log_min_duration")),
             a=v["a"],
             b=v["b"],

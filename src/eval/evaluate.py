@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.jsonio import dumps
 from speakerops.core.mlflow import client as store_client
+from speakerops.core.policy import operating_point
 from speakerops.data.manifest import make_trials, read_manifest, read_trials
 from speakerops.data.prepare import build_manifest
 from speakerops.eval.assess import AssessSettings, assess
@@ -151,8 +152,6 @@ def _calibrate(
 
 def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     """Run the stage; returns the metrics written to `metrics.json`."""
-    from speakerops.core.policy import operating_point
-
     ev = cfg.evaluate
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
