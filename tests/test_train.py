@@ -145,6 +145,12 @@ def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path)
         first["run_id"], "val_eer"
     )
     assert len(history) == 2  # one validation per epoch, both in the one run
+    epoch1, epoch2 = sorted(history, key=lambda m: m.step)
+    assert epoch1.step < epoch2.step
+    # the reported best is the logged validation EER: epoch 1's after the first run; after
+    # the resume the better of both epochs (the checkpoint's best score resumes with it)
+    assert first["best_val_eer"] == pytest.approx(epoch1.value, abs=1e-6)
+    assert second["best_val_eer"] == pytest.approx(min(epoch1.value, epoch2.value), abs=1e-6)
     # a different model cannot resume that checkpoint: it starts afresh in a new run
     third = train(compose([*MICRO, "trainer.max_epochs=1", "model.channels=24"]))
     assert third["run_id"] != first["run_id"] and third["epochs"] == 1
