@@ -14,9 +14,9 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from speakerops.data.synthetic.speakers import SpeakerProfile, _check_degrade, make_speakers
+from speakerops.data.synthetic.speakers import SpeakerProfile, check_degrade, make_speakers
 from speakerops.data.synthetic.speech import INTERNAL_SAMPLE_RATE
-from speakerops.data.synthetic.utterance import _synthesize
+from speakerops.data.synthetic.utterance import synthesize
 
 
 def _utt_seed(seed: int, spk_index: int, utt_index: int) -> int:
@@ -26,7 +26,7 @@ def _utt_seed(seed: int, spk_index: int, utt_index: int) -> int:
 
 def _corpus_job(job: tuple) -> dict[str, Any]:
     speaker, utt_index, useed, dur, sr, degrade, out_dir = job
-    y, info = _synthesize(speaker, useed, dur, sr, None, degrade)
+    y, info = synthesize(speaker, useed, dur, sr, None, degrade)
     rel = Path("wav") / speaker.speaker_id / f"{speaker.speaker_id}-{utt_index:03d}.wav"
     path = Path(out_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def generate_corpus(
             f"generate_corpus: need 0.1 <= min_duration_s <= max_duration_s, "
             f"got {min_duration_s!r}, {max_duration_s!r}"
         )
-    _check_degrade(degrade)
+    check_degrade(degrade)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     speakers = make_speakers(int(n_speakers), seed)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 # Reference (male) formants F1..F3 in Hz (Peterson & Barney 1952); F4, F5 fixed.
-_VOWELS: dict[str, tuple[float, float, float]] = {
+VOWELS: dict[str, tuple[float, float, float]] = {
     "i": (270.0, 2290.0, 3010.0),
     "I": (390.0, 1990.0, 2550.0),
     "E": (530.0, 1840.0, 2480.0),
@@ -20,14 +20,14 @@ _VOWELS: dict[str, tuple[float, float, float]] = {
     "V": (640.0, 1190.0, 2390.0),
     "3r": (490.0, 1350.0, 1690.0),
 }
-_VOWEL_NAMES = tuple(_VOWELS)
+VOWEL_NAMES = tuple(VOWELS)
 # vowel frequencies: reduced/central vowels are the most common, as in running speech
-_VOWEL_P = np.array([0.1, 0.16, 0.12, 0.08, 0.08, 0.05, 0.05, 0.07, 0.2, 0.09])
-_VOWEL_P = _VOWEL_P / _VOWEL_P.sum()
-_F45 = (3500.0, 4500.0)
-_BANDWIDTHS = np.array([70.0, 90.0, 130.0, 180.0, 250.0])
+VOWEL_P = np.array([0.1, 0.16, 0.12, 0.08, 0.08, 0.05, 0.05, 0.07, 0.2, 0.09])
+VOWEL_P = VOWEL_P / VOWEL_P.sum()
+F45 = (3500.0, 4500.0)
+BANDWIDTHS = np.array([70.0, 90.0, 130.0, 180.0, 250.0])
 # Consonants: (kind, noise band centre Hz, band width Hz, level dB re vowel, voiced)
-_CONSONANTS: dict[str, tuple[str, float, float, float, bool]] = {
+CONSONANTS: dict[str, tuple[str, float, float, float, bool]] = {
     "s": ("fric", 5600.0, 2400.0, -24.0, False),
     "S": ("fric", 3000.0, 1600.0, -18.0, False),
     "f": ("fric", 4500.0, 7000.0, -38.0, False),
@@ -40,9 +40,9 @@ _CONSONANTS: dict[str, tuple[str, float, float, float, bool]] = {
     "m": ("nasal", 0.0, 0.0, -8.0, True),
     "n": ("nasal", 0.0, 0.0, -8.0, True),
 }
-_CONSONANT_NAMES = tuple(_CONSONANTS)
-_CONSONANT_P = np.array([0.13, 0.07, 0.07, 0.06, 0.05, 0.04, 0.1, 0.14, 0.12, 0.1, 0.12])
-_CONSONANT_P = _CONSONANT_P / _CONSONANT_P.sum()
+CONSONANT_NAMES = tuple(CONSONANTS)
+CONSONANT_P = np.array([0.13, 0.07, 0.07, 0.06, 0.05, 0.04, 0.1, 0.14, 0.12, 0.1, 0.12])
+CONSONANT_P = CONSONANT_P / CONSONANT_P.sum()
 
 # An accent is a fixed set of (F1, F2, F3) multiplicative shifts on some vowels, plus a
 # rate factor and a prosodic-range factor.

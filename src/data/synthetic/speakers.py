@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from speakerops.data.channel.recording import CHANNELS
-from speakerops.data.synthetic.phones import _VOWELS, ACCENTS
+from speakerops.data.synthetic.phones import VOWELS, ACCENTS
 
 GENDERS = ("f", "m")
 AGE_BANDS = ("18-30", "31-50", "51+")
@@ -119,7 +119,7 @@ def _make_speaker(index: int, seed: int) -> SpeakerProfile:
         ),
         vowel_offsets=tuple(
             (round(float(a), 5), round(float(b), 5))
-            for a, b in np.exp(rng.normal(0.0, IDENTITY_SPREAD["vowel"], size=(len(_VOWELS), 2)))
+            for a, b in np.exp(rng.normal(0.0, IDENTITY_SPREAD["vowel"], size=(len(VOWELS), 2)))
         ),
         bandwidth_scale=round(float(np.exp(rng.normal(0.0, IDENTITY_SPREAD["bandwidth"]))), 4),
         tilt_db_per_oct=round(float(rng.uniform(*IDENTITY_SPREAD["tilt_db_per_oct"])), 3),
@@ -155,7 +155,7 @@ def make_speakers(n: int, seed: int = 0) -> list[SpeakerProfile]:
 _DEGRADE_KEYS = {"column", "value", "snr_db", "lowpass_hz", "channel"}
 
 
-def _check_degrade(degrade: Mapping[str, Any] | None) -> None:
+def check_degrade(degrade: Mapping[str, Any] | None) -> None:
     if degrade is None:
         return
     if not isinstance(degrade, Mapping):
@@ -181,7 +181,7 @@ def speaker_matches(speaker: SpeakerProfile, degrade: Mapping[str, Any] | None) 
     """Whether ``degrade`` applies to ``speaker`` (its ``value`` may be a value or a list)."""
     if degrade is None:
         return False
-    _check_degrade(degrade)
+    check_degrade(degrade)
     have = speaker.metadata()[degrade["column"]]
     want = degrade["value"]
     if isinstance(want, str | int | float):

@@ -13,14 +13,14 @@ import scipy.fft as sfft
 
 from speakerops.data.channel.dsp import smoothstep
 from speakerops.data.synthetic.phones import (
-    _BANDWIDTHS,
-    _CONSONANT_NAMES,
-    _CONSONANT_P,
-    _CONSONANTS,
-    _F45,
-    _VOWEL_NAMES,
-    _VOWEL_P,
-    _VOWELS,
+    BANDWIDTHS,
+    CONSONANT_NAMES,
+    CONSONANT_P,
+    CONSONANTS,
+    F45,
+    VOWEL_NAMES,
+    VOWEL_P,
+    VOWELS,
     ACCENTS,
     PAUSES,
     PHONOTACTICS,
@@ -29,12 +29,12 @@ from speakerops.data.synthetic.speakers import SpeakerProfile
 
 INTERNAL_SAMPLE_RATE = 16000
 _N_FFT = 512
-_HOP = 128
+HOP = 128
 _FREQS = np.fft.rfftfreq(_N_FFT, 1.0 / INTERNAL_SAMPLE_RATE)  # (257,)
 _WINDOW = np.hanning(_N_FFT + 1)[:-1]  # periodic Hann: Σ w² over hops of N/4 = 1.5
 _WINDOW32 = _WINDOW.astype(np.float32)
 _FREQS32 = _FREQS.astype(np.float32)
-_OLA_NORM = float(np.sum(_WINDOW**2) / _HOP)
+_OLA_NORM = float(np.sum(_WINDOW**2) / HOP)
 
 # Within-speaker (per recording) spreads: s.d. of log factors of speaking rate, formants,
 # breathiness and f0; s.d. of the glottal tilt (dB/octave, vocal effort) and of the slow
@@ -77,8 +77,8 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def _vowel_formants(speaker: SpeakerProfile, vowel_idx: int, sess: np.ndarray) -> np.ndarray:
-    name = _VOWEL_NAMES[vowel_idx]
-    f = np.array([*_VOWELS[name], *_F45])
+    name = VOWEL_NAMES[vowel_idx]
+    f = np.array([*VOWELS[name], *F45])
     shift = ACCENTS[speaker.accent]["vowels"].get(name)
     if shift is not None:
         f[:3] *= shift
@@ -92,8 +92,8 @@ def _vowel_formants(speaker: SpeakerProfile, vowel_idx: int, sess: np.ndarray) -
     return f
 
 
-def _plan(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _Tracks:
-    fr = INTERNAL_SAMPLE_RATE / _HOP  # frames per second
+def plan_tracks(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _Tracks:
+    fr = INTERNAL_SAMPLE_RATE / HOP  # frames per second
     ss = SESSION_SPREAD
     rate = speaker.speaking_rate * float(np.exp(rng.normal(0.0, ss["rate"])))
     sess = np.exp(rng.normal(0.0, ss["formant"], size=5))  # session-level formant wobble
@@ -107,20 +107,20 @@ def _plan(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _
         for _syll in range(int(rng.integers(1, 4))):
             stress = float(rng.normal(0.0, 2.5))
             if rng.random() < PHONOTACTICS["p_onset"]:
-                c = _CONSONANT_NAMES[int(rng.choice(len(_CONSONANT_NAMES), p=_CONSONANT_P))]
-                kind = _CONSONANTS[c][0]
+                c = CONSONANT_NAMES[int(rng.choice(len(CONSONANT_NAMES), p=CONSONANT_P))]
+                kind = CONSONANTS[c][0]
                 if kind == "stop":
                     seq.append(("clo", int(rng.uniform(0.035, 0.075) * fr / rate) + 1, 0.0))
                     seq.append((c, int(rng.uniform(0.012, 0.025) * fr) + 1, 0.0))
                     seq.append(("h", int(rng.uniform(0.015, 0.05) * fr / rate) + 1, 0.0))
                 else:
                     seq.append((c, int(rng.uniform(0.05, 0.12) * fr / rate) + 1, 0.0))
-            v = _VOWEL_NAMES[int(rng.choice(len(_VOWEL_NAMES), p=_VOWEL_P))]
+            v = VOWEL_NAMES[int(rng.choice(len(VOWEL_NAMES), p=VOWEL_P))]
             vdur = rng.uniform(0.08, 0.2) * (1.0 + 0.08 * max(stress, 0.0)) / rate
             seq.append((v, int(vdur * fr) + 2, stress))
             if rng.random() < PHONOTACTICS["p_coda"]:
-                c = _CONSONANT_NAMES[int(rng.choice(len(_CONSONANT_NAMES), p=_CONSONANT_P))]
-                if _CONSONANTS[c][0] == "stop":
+                c = CONSONANT_NAMES[int(rng.choice(len(CONSONANT_NAMES), p=CONSONANT_P))]
+                if CONSONANTS[c][0] == "stop":
                     seq.append(("clo", int(rng.uniform(0.03, 0.06) * fr / rate) + 1, 0.0))
                     seq.append((c, int(rng.uniform(0.012, 0.025) * fr) + 1, 0.0))
                 else:
@@ -147,16 +147,16 @@ def _plan(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _
         if a >= T:
             break
         phones.append((name, a, b))
-        if name in _VOWELS:
-            vi = _VOWEL_NAMES.index(name)
+        if name in VOWELS:
+            vi = VOWEL_NAMES.index(name)
             ft = _vowel_formants(speaker, vi, sess)
             vowel_centres.append(0.5 * (a + b))
             vowel_targets.append(ft)
             # intrinsic level: open vowels (high F1) louder
-            level = 6.0 * np.log2(_VOWELS[name][0] / 500.0) + stress
+            level = 6.0 * np.log2(VOWELS[name][0] / 500.0) + stress
             voice[a:b] = db(level)
-        elif name in _CONSONANTS:
-            kind, centre, bw, level, voiced = _CONSONANTS[name]
+        elif name in CONSONANTS:
+            kind, centre, bw, level, voiced = CONSONANTS[name]
             if kind == "fric" or kind == "stop":
                 fric[a:b] = db(level)
                 fc[a:b] = centre * speaker.fricative_scale * (speaker.vtl_scale**0.5)
@@ -170,13 +170,13 @@ def _plan(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _
                 nasal[a:b] = 1.0
     if not vowel_targets:  # very short utterance: one neutral vowel target
         vowel_centres.append(T / 2)
-        vowel_targets.append(_vowel_formants(speaker, _VOWEL_NAMES.index("V"), sess))
+        vowel_targets.append(_vowel_formants(speaker, VOWEL_NAMES.index("V"), sess))
     centres = np.asarray(vowel_centres)
     targets = np.asarray(vowel_targets)
     t = np.arange(T, dtype=float)
     formants = np.stack([np.interp(t, centres, targets[:, k]) for k in range(5)], axis=1)
     formants = _smooth(formants, 5)
-    bandwidths = np.broadcast_to(_BANDWIDTHS * speaker.bandwidth_scale, (T, 5)).copy()
+    bandwidths = np.broadcast_to(BANDWIDTHS * speaker.bandwidth_scale, (T, 5)).copy()
     bandwidths[:, 0] *= 1.0 + 2.0 * speaker.breathiness
     bandwidths[:, :3] *= 1.0 + 0.8 * nasal[:, None]
 
@@ -212,7 +212,7 @@ def _plan(speaker: SpeakerProfile, rng: np.random.Generator, n_frames: int) -> _
 # --- source-filter synthesis ----------------------------------------------------------------
 def _pulse_train(f0_frames: np.ndarray, n: int, speaker: SpeakerProfile, rng) -> np.ndarray:
     """Glottal pulses with jitter/shimmer; unit mean power (amplitude √period)."""
-    centres = np.arange(len(f0_frames)) * _HOP
+    centres = np.arange(len(f0_frames)) * HOP
     f0 = np.interp(np.arange(n), centres, f0_frames)
     phase = np.cumsum(f0 / INTERNAL_SAMPLE_RATE) + rng.uniform()
     idx = np.flatnonzero(np.diff(np.floor(phase)) > 0) + 1
@@ -229,18 +229,18 @@ def _pulse_train(f0_frames: np.ndarray, n: int, speaker: SpeakerProfile, rng) ->
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
-    xp = np.pad(x.astype(np.float32), (_N_FFT // 2, _N_FFT // 2 + _HOP))
-    frames = np.lib.stride_tricks.sliding_window_view(xp, _N_FFT)[::_HOP]
+    xp = np.pad(x.astype(np.float32), (_N_FFT // 2, _N_FFT // 2 + HOP))
+    frames = np.lib.stride_tricks.sliding_window_view(xp, _N_FFT)[::HOP]
     return sfft.rfft(frames * _WINDOW32, axis=1)
 
 
 def _istft(spec: np.ndarray, n: int) -> np.ndarray:
     frames = sfft.irfft(spec, n=_N_FFT, axis=1) * _WINDOW32
     T = frames.shape[0]
-    q = _N_FFT // _HOP
-    out = np.zeros((T + q - 1) * _HOP, dtype=np.float64)
+    q = _N_FFT // HOP
+    out = np.zeros((T + q - 1) * HOP, dtype=np.float64)
     for j in range(q):
-        out[j * _HOP : j * _HOP + T * _HOP] += frames[:, j * _HOP : (j + 1) * _HOP].reshape(-1)
+        out[j * HOP : j * HOP + T * HOP] += frames[:, j * HOP : (j + 1) * HOP].reshape(-1)
     return out[_N_FFT // 2 : _N_FFT // 2 + n] / _OLA_NORM
 
 
@@ -256,9 +256,9 @@ def _vocal_tract_power(formants: np.ndarray, bandwidths: np.ndarray) -> np.ndarr
     return out
 
 
-def _clean_speech(speaker: SpeakerProfile, rng: np.random.Generator, n: int) -> np.ndarray:
-    n_frames = n // _HOP + 2
-    tr = _plan(speaker, rng, n_frames)
+def clean_speech(speaker: SpeakerProfile, rng: np.random.Generator, n: int) -> np.ndarray:
+    n_frames = n // HOP + 2
+    tr = plan_tracks(speaker, rng, n_frames)
     tilt = speaker.tilt_db_per_oct + float(rng.normal(0.0, SESSION_SPREAD["tilt_db_per_oct"]))
     pulses = _pulse_train(tr.f0, n, speaker, rng)
     noise = rng.standard_normal(n)

@@ -12,8 +12,8 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from speakerops.data.channel.recording import CHANNELS, apply_recording_channel, draw_channel
-from speakerops.data.synthetic.speakers import SpeakerProfile, _check_degrade, speaker_matches
-from speakerops.data.synthetic.speech import _HOP, INTERNAL_SAMPLE_RATE, _clean_speech, _plan
+from speakerops.data.synthetic.speakers import SpeakerProfile, check_degrade, speaker_matches
+from speakerops.data.synthetic.speech import HOP, INTERNAL_SAMPLE_RATE, clean_speech, plan_tracks
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -35,12 +35,12 @@ def utterance_plan(speaker: SpeakerProfile, seed: int) -> list[tuple[str, float,
     for a 3 s utterance (for inspection; ``clo`` = stop closure, ``sil`` = pause)."""
     rng = _utterance_rng(speaker, seed)
     rng.random()  # the channel draw
-    tr = _plan(speaker, rng, int(3.0 * INTERNAL_SAMPLE_RATE) // _HOP + 2)
-    k = _HOP / INTERNAL_SAMPLE_RATE
+    tr = plan_tracks(speaker, rng, int(3.0 * INTERNAL_SAMPLE_RATE) // HOP + 2)
+    k = HOP / INTERNAL_SAMPLE_RATE
     return [(ph, a * k, b * k) for ph, a, b in tr.phones]
 
 
-def _synthesize(
+def synthesize(
     speaker: SpeakerProfile,
     seed: int,
     duration_s: float,
@@ -56,7 +56,7 @@ def _synthesize(
         raise ValueError(f"sample_rate must be an integer in [4000, 192000], got {sample_rate!r}")
     if channel is not None and channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; choose from {list(CHANNELS)}")
-    _check_degrade(degrade)
+    check_degrade(degrade)
     sample_rate = int(sample_rate)
     rng = _utterance_rng(speaker, seed)
     u = rng.random()  # always drawn, so an explicit channel does not shift the other draws
@@ -69,7 +69,7 @@ def _synthesize(
         snr_override = degrade.get("snr_db")
         lowpass = degrade.get("lowpass_hz")
     n = int(round(duration_s * INTERNAL_SAMPLE_RATE))
-    x = _clean_speech(speaker, rng, n)
+    x = clean_speech(speaker, rng, n)
     y, sr, params = apply_recording_channel(
         x, INTERNAL_SAMPLE_RATE, channel, rng, snr_override, lowpass
     )
@@ -98,4 +98,4 @@ def synthesize_utterance(
     ``channel``) worsens the recording only if the speaker is in the named group: SNR becomes
     ``min(drawn, snr_db)``, an extra 8th-order low-pass at ``lowpass_hz``, a forced channel.
     """
-    return _synthesize(speaker, seed, duration_s, sample_rate, channel, degrade)[0]
+    return synthesize(speaker, seed, duration_s, sample_rate, channel, degrade)[0]
