@@ -221,10 +221,10 @@ def test_log_holds_no_plaintext_ids_or_embeddings_and_needs_the_key(tmp_path, mo
     plaintext; now every row is encrypted and every id is a keyed pseudonym."""
     monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
     b = _batch(4, dim=16, seed=5)
-    b["utt_ids"] = [f"/data/spk-1089/utt{i}.wav" for i in range(4)]
+    b["utt_ids"] = [f"/data/spk-walter-1089/utt{i}.wav" for i in range(4)]
     path = append_production_log(tmp_path, **b, model_name="m", model_version="2")
     raw = path.read_bytes()
-    assert b"1089" not in raw and b"utt0" not in raw
+    assert b"walter" not in raw and b"utt0" not in raw  # (digits alone occur in hex pseudonyms)
     assert all(row[:2].tobytes() not in raw for row in b["embeddings"])
     df = read_production_log(tmp_path)
     np.testing.assert_array_equal(df[emb_column_names(16)].to_numpy(), b["embeddings"])
