@@ -246,17 +246,8 @@ class Keyring:
             for kid, entry in doc["keys"].items():
                 if entry["purpose"] == purpose and entry.get("active"):
                     return kid, self.key_by_id(kid)
-            key = os.urandom(KEY_BYTES)
-            kid = key_id(key)
-            doc["keys"][kid] = {
-                "purpose": purpose,
-                "active": True,
-                "created": _utc_now(),
-                "wrapped": {self.master_id: self._wrap(self.master, kid, purpose, key)},
-            }
-            self._write(doc)
-        self._cache[kid] = key
-        return kid, key
+            kid = self._add_key(doc, purpose)
+        return kid, self._cache[kid]
 
     def rotate_data_key(self, purpose: str) -> str:
         """A new active data key for `purpose`; older ones stay for reading. Returns its id."""
@@ -270,15 +261,19 @@ class Keyring:
             for entry in doc["keys"].values():
                 if entry["purpose"] == purpose:
                     entry["active"] = False
-            key = os.urandom(KEY_BYTES)
-            kid = key_id(key)
-            doc["keys"][kid] = {
-                "purpose": purpose,
-                "active": True,
-                "created": _utc_now(),
-                "wrapped": {self.master_id: self._wrap(self.master, kid, purpose, key)},
-            }
-            self._write(doc)
+            return self._add_key(doc, purpose)
+
+    def _add_key(self, doc: dict[str, Any], purpose: str) -> str:
+        """A new active data key of `purpose` in `doc`, written (the caller holds the lock)."""
+        key = os.urandom(KEY_BYTES)
+        kid = key_id(key)
+        doc["keys"][kid] = {
+            "purpose": purpose,
+            "active": True,
+            "created": _utc_now(),
+            "wrapped": {self.master_id: self._wrap(self.master, kid, purpose, key)},
+        }
+        self._write(doc)
         self._cache[kid] = key
         return kid
 
