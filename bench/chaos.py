@@ -147,7 +147,7 @@ def tampered_audit(root: Path, quick: bool) -> dict:
 
     def rechain(recs: list[dict]) -> list[str]:
         prev, text = audit.GENESIS, []
-        for seq, rec in enumerate(recs, 1):
+        for rec in recs:
             rec = dict(rec, prev_sha256=prev)
             line = json.dumps(rec, sort_keys=True, default=str)
             prev = audit._line_sha(line)
