@@ -1,15 +1,10 @@
-"""The train stage's own Lightning callbacks, and building the configured ones (`conf/callbacks/`).
-
-`Throughput` is configured (`callbacks.throughput`); `RankZeroFiles` is the resume machinery's
-and is added by `speakerops.train.run.train` itself.
-"""
+"""The train stage's own Lightning callback (`Throughput`), and building the configured ones
+(`conf/callbacks/`); the resume machinery's callback is in `speakerops.train.resume`."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
@@ -36,23 +31,6 @@ class Throughput(Callback):
     @property
     def segments_per_second(self) -> float:
         return self.segments / self.seconds if self.seconds else 0.0
-
-
-class RankZeroFiles(Callback):
-    """Writes `files` (path -> text) on global rank 0 once the process group is up.
-
-    Every rank decides about resuming from the files of the previous run before `fit`; rank 0
-    rewrites them only at `on_fit_start`, which under DDP comes after every rank has joined the
-    process group, so no rank can read the new digest and resume while rank 0 starts afresh.
-    """
-
-    def __init__(self, files: dict[Path, str]) -> None:
-        self.files = files
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            for path, text in self.files.items():
-                path.write_text(text)
 
 
 def instantiate_callbacks(node: DictConfig | None) -> list[Callback]:

@@ -13,7 +13,7 @@ run, only when `train.resume` and its config digest (everything but the epoch bu
 
 Distributed (DDP, `trainer=ddp_cpu` / `trainer=ddp`): every rank runs `train()`; only global rank
 0 creates the MLflow run, writes the run-id / digest files (once all ranks have read them, see
-`RankZeroFiles`), the encoder and `train.json`; other ranks return `{}`.
+`speakerops.train.resume`), the encoder and `train.json`; other ranks return `{}`.
 """
 
 from __future__ import annotations
@@ -27,20 +27,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from speakerops.core.config import flatten
 from speakerops.core.env import offline_env
 from speakerops.core.jsonio import sha256_file
-from speakerops.core.lineage import params_digest
 from speakerops.core.paths import artifact_location, tracking_uri
 from speakerops.models.encoder import FORMAT, SpeakerEncoder
 from speakerops.models.features import FeatureConfig
-from speakerops.train.callbacks import RankZeroFiles, Throughput, instantiate_callbacks, one_of
+from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
+from speakerops.train.resume import plan_resume
 
 
 def validate_on_every_rank(dm: SpeakerDataModule) -> None:
@@ -112,12 +111,6 @@ def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dic
     return sha256_file(path)
 
 
-def resume_digest(cfg: DictConfig) -> str:
-    """What must match for a checkpoint to be resumed (everything but the epoch budget)."""
-    keys = ("seed", "features", "augment", "model", "loss", "optim", "data")
-    return params_digest({k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in keys})
-
-
 def train(
     cfg: DictConfig,
     extra_callbacks: list[Callback] | None = None,
@@ -144,27 +137,15 @@ def train(
     module = build_module(cfg, dm.num_classes)
 
     offline_env()
-    run_id_file = ckpt_dir / "mlflow_run_id"
-    last = ckpt_dir / "last.ckpt"
-    digest_file = ckpt_dir / "config_digest"
-    digest = resume_digest(cfg)
-    resume = bool(cfg.train.resume) and last.is_file()
-    if resume and (not digest_file.is_file() or digest_file.read_text().strip() != digest):
-        print(
-            f"train: {last} was trained with another model/data/optimizer config; starting afresh"
-        )
-        resume = False
+    plan = plan_resume(cfg, ckpt_dir)
     logger = instantiate(
         cfg.logger,
         tracking_uri=tracking_uri(cfg.paths.registry_dir),
         artifact_location=artifact_location(cfg.paths.registry_dir),
-        run_id=run_id_file.read_text().strip() if resume and run_id_file.is_file() else None,
+        run_id=plan.run_id,
         tags=tags,
     )
-    files = {digest_file: digest}
-    if rank_zero_only.rank == 0:  # other ranks have no run (logger.run_id is None there)
-        files[run_id_file] = logger.run_id
-    if not resume:
+    if not plan.resume:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "val_trials_sha256", dm.val_trials_sha256)
         if cfg.train.get("init_from"):
@@ -176,11 +157,11 @@ def train(
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[RankZeroFiles(files), *callbacks, *(extra_callbacks or [])],
+        callbacks=[plan.callback(logger.run_id), *callbacks, *(extra_callbacks or [])],
     )
     if trainer.world_size > 1:
         validate_on_every_rank(dm)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=plan.ckpt_path)
     if not trainer.is_global_zero:
         return {}
     return finish(cfg, out, dm, module, trainer, logger, checkpoint, meter)
