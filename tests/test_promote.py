@@ -241,6 +241,36 @@ def test_quality_calibration_switch(world) -> None:
     assert cal["kind"] == "quality" and math.isfinite(cal["c"])
     assert metrics["calibration_kind"] == "quality" and metrics["score_normalization"] == "cosine"
     assert 0 <= metrics["cal_loss"] < 0.3
+    from speakerops.eval.calibration import QualityCalibration, log_min_duration
+    from speakerops.eval.metrics import cllr, min_cllr
+    from speakerops.eval.scoring import cosine_scores
+    from speakerops.eval.trials import load_trial_set
+
+    out, prepared = root / "artifacts" / "v2q", cfg.data.prepared_dir
+    # the calibration is fitted on the calibration split's cosine scores and the log of the
+    # shorter side's duration: refitting it from the stage's saved embeddings gives a, b, c
+    with np.load(out / "embeddings.npz") as z:
+        emb = dict(zip(z["utt_id"].tolist(), z["embedding"], strict=True))
+    cal_t = load_trial_set(prepared, "calibration").table
+    refit = QualityCalibration(p_eff=cal["p_eff"]).fit(
+        cosine_scores(emb, cal_t),
+        cal_t["label"],
+        log_min_duration(cal_t["enroll_duration"], cal_t["duration"]),
+    )
+    for key in ("a", "b", "c"):
+        assert cal[key] == pytest.approx(getattr(refit, key), rel=1e-3, abs=1e-4), key
+    # the eval LLRs apply it trial by trial, durations included (the quality term moves them)
+    scores = pd.read_csv(out / "scores_eval.csv")
+    ev_t = load_trial_set(prepared, "eval").table
+    assert scores["enroll"].tolist() == ev_t["enroll"].tolist()
+    q = log_min_duration(ev_t["enroll_duration"], ev_t["duration"])
+    np.testing.assert_allclose(
+        scores["llr"], cal["a"] * scores["score"] + cal["b"] + cal["c"] * q, rtol=0, atol=1e-6
+    )
+    assert np.ptp(cal["c"] * q) > 1e-3
+    # and cal_loss is Cllr - minCllr of exactly those LLRs
+    llr, y = scores["llr"].to_numpy(), scores["label"].to_numpy()
+    assert metrics["cal_loss"] == pytest.approx(cllr(llr, y) - min_cllr(llr, y), abs=1e-6)
 
 
 def test_refused_before_scoring_without_a_required_champion(story) -> None:
