@@ -171,3 +171,23 @@ def test_insufficient_groups_are_reported_and_settings_validate() -> None:
         AssessSettings.from_config({"bias": {"pairing": "both"}})
     with pytest.raises(ValueError, match="p_target"):
         AssessSettings.from_config({}, {"p_target": 0.0})
+
+
+def test_a_column_with_one_ok_group_stays_out_of_the_aggregates() -> None:
+    """A disparity needs two groups: a column with a single "ok" group has its own finite worst
+    ratio, but bias.worst_ratio / garbe / fdr (over columns) leave it out."""
+    trials, s = world(weak_group="f")
+    t = trials.table
+    t["band"] = np.where(t["speaker"].isin(["s00", "s01"]), "y", "x")
+    t["enroll_band"] = np.where(t["enroll_speaker"].isin(["s00", "s01"]), "y", "x")
+    llr = 1.3 * s - 0.7
+    only = AssessSettings(**{**SETTINGS.__dict__, "bias_columns": ("band",)})
+    res, _ = assess(trials, {"m": (s, llr)}, only)
+    figs, band = res["m"].figures, res["m"].bias["band"]
+    assert band["n_groups_ok"] == 1 and math.isfinite(band["worst_ratio"])
+    assert figs["bias.band.worst_ratio"]["value"] == band["worst_ratio"]
+    for k in ("worst_ratio", "garbe", "fdr"):
+        assert math.isnan(figs[f"bias.{k}"]["value"]), k
+    both = AssessSettings(**{**SETTINGS.__dict__, "bias_columns": ("band", "gender")})
+    res2, _ = assess(trials, {"m": (s, llr)}, both)
+    assert res2["m"].figures["bias.worst_ratio"]["value"] == res2["m"].bias["gender"]["worst_ratio"]

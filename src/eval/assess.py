@@ -260,7 +260,7 @@ class _System:
             )
             d = _bias.disparity(per, c.ok, st.ratio_metrics, st.garbe_alpha)
             out.update({f"bias.{col}.{k}": d[k] for k in _bias.BIAS_FIGURES})
-        assessable = [col for col, c in self.columns.items() if len(c.groups.names) >= 2]
+        assessable = [col for col, c in self.columns.items() if len(c.ok) >= 2]
         out.update(_bias.across_columns(out, assessable))
         return out
 

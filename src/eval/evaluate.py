@@ -52,7 +52,7 @@ __all__ = [
     "embed_split",
     "evaluate",
     "evaluate_corpus",
-    "load_cohort",
+    "load_score_normalization",
     "run_baseline",
     "score_trials",
 ]
@@ -244,7 +244,7 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     return summary
 
 
-def load_cohort(eval_dir: str | Path) -> ScoreNormalization:
+def load_score_normalization(eval_dir: str | Path) -> ScoreNormalization:
     """The normalization the evaluate stage used (`scoring.json` + `cohort.npz`)."""
     eval_dir = Path(eval_dir)
     path = eval_dir / "scoring.json"

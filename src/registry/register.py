@@ -27,7 +27,7 @@ from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import bayes_threshold, operating_point
 from speakerops.core.uris import registered_model_uri
 from speakerops.eval.calibration import calibration_from_dict
-from speakerops.eval.evaluate import load_cohort
+from speakerops.eval.evaluate import load_score_normalization
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.registry.package import log_encoder_model
 
@@ -44,7 +44,7 @@ def register(cfg: DictConfig) -> dict:
     encoder = SpeakerEncoder.load(train_dir / "encoder.pt")
     calibration = json.loads((eval_dir / "calibration.json").read_text())
     calibration_from_dict(calibration)  # refuse to package a malformed calibration
-    scoring = load_cohort(eval_dir)
+    scoring = load_score_normalization(eval_dir)
     op = operating_point(cfg.register.get("policy"))
     encoder.extras["calibration"] = calibration
     encoder.extras["scoring"] = scoring.to_dict()
