@@ -43,8 +43,8 @@ def main() -> int:
 
     from speakerops.core.keys import MASTER_KEY_ENV, new_key_text, open_keyring
     from speakerops.drift.log import append_production_log
-    from speakerops.drift.reference import save_reference
     from speakerops.drift.simulated_traffic import synthetic_population
+    from speakerops.registry.reference import save_reference
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-drift-"))
     os.environ.setdefault(MASTER_KEY_ENV, new_key_text())  # a throwaway store's master key

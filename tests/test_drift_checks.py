@@ -18,10 +18,10 @@ from speakerops.drift.checks import (
     one_per_group,
     random_pair_scores,
 )
-from speakerops.drift.config import DEFAULTS, drift_config
-from speakerops.drift.reference import Reference
+from speakerops.drift.config import drift_config, drift_defaults
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
 from speakerops.eval.scoring import build_cohort
+from speakerops.registry.reference import Reference
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REPS = 20
@@ -80,7 +80,7 @@ def _compose(*overrides: str):
 
 def test_config_group_matches_code_defaults_and_mmd_option_works(reference):
     on_disk = yaml.safe_load((CONF / "drift" / "default.yaml").read_text())
-    assert on_disk == DEFAULTS
+    assert on_disk == drift_defaults()
     cfg = _compose("+drift=mmd", "drift.seed=3")
     d = drift_config(cfg)  # the whole tree: reads cfg.drift
     assert d.embedding.method == "mmd" and d.embedding.max_rows == 2000 and d.seed == 3

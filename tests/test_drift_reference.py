@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from speakerops.drift.reference import load_champion_reference, load_reference, save_reference
+from speakerops.drift.reference import load_champion_reference
+from speakerops.registry.reference import load_reference, save_reference
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")

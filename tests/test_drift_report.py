@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from speakerops.drift.checks import check_drift
-from speakerops.drift.reference import Reference
 from speakerops.drift.report import render_report
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
+from speakerops.registry.reference import Reference
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

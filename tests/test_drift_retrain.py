@@ -14,10 +14,10 @@ import pytest
 
 from speakerops.core.keys import open_keyring
 from speakerops.drift.log import append_production_log, embedding_columns
-from speakerops.drift.reference import save_reference
 from speakerops.drift.retrain import retraining_command, trigger_retraining, validate_manifest
 from speakerops.drift.run import main
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
+from speakerops.registry.reference import save_reference
 
 ENV = {
     **os.environ,

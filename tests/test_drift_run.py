@@ -11,9 +11,9 @@ import pytest
 
 from speakerops.core.keys import open_keyring
 from speakerops.drift.log import append_production_log
-from speakerops.drift.reference import save_reference
 from speakerops.drift.run import main
 from speakerops.drift.simulated_traffic import synthetic_population
+from speakerops.registry.reference import save_reference
 
 KEY = b"run-test-pseudonym-key-000000"
 

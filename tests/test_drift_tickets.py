@@ -151,7 +151,7 @@ def github_server():
 
 def test_github_issue_opened_then_commented_and_found_from_a_fresh_runner(tmp_path, github_server):
     api = f"http://127.0.0.1:{github_server.server_address[1]}"
-    gh = GitHubIssues("acme/voice", TOKEN, api_url=api)
+    gh = GitHubIssues("acme/voice", TOKEN, api_url=api, timeout_s=30)
     labels = ["drift", "retraining"]
 
     first = open_or_update_ticket(tmp_path / "a", _evidence(), gh, labels)
@@ -186,7 +186,7 @@ def test_github_issue_opened_then_commented_and_found_from_a_fresh_runner(tmp_pa
 
 def test_github_failure_keeps_the_local_ticket_and_reports_it(tmp_path, github_server):
     api = f"http://127.0.0.1:{github_server.server_address[1]}"
-    gh = GitHubIssues("acme/voice", "wrong-token", api_url=api)
+    gh = GitHubIssues("acme/voice", "wrong-token", api_url=api, timeout_s=30)
     out = open_or_update_ticket(tmp_path, _evidence(), gh, ["drift"])
     assert (
         out.github_error
@@ -214,4 +214,4 @@ def test_github_config(monkeypatch):
     assert warning is None and client.repo == "acme/voice" and client.token == "abc"
     assert github_from_config(OmegaConf.create({"repo": None})) == (None, None)
     with pytest.raises(ValueError, match="owner/name"):
-        GitHubIssues("not-a-repo", "t")
+        GitHubIssues("not-a-repo", "t", api_url="https://api.github.com", timeout_s=30)

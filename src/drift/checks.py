@@ -43,8 +43,8 @@ import pandas as pd
 
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import emb_column_names, embedding_columns
-from speakerops.drift.reference import Reference
 from speakerops.eval.scoring import build_cohort
+from speakerops.registry.reference import Reference
 
 SCORE_COLUMNS = ("score_cohort_topk", "score_random_pair")
 GROUP_COLUMN = "_speaker_group"

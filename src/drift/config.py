@@ -1,90 +1,38 @@
-"""Defaults of the ``drift`` config group (mirrors ``conf/drift/default.yaml``) and the
-helper that turns whatever a caller passes into a complete drift config."""
+"""The ``drift`` config group: its defaults live once, in ``conf/drift/default.yaml``; this
+module reads them and turns whatever a caller passes into a complete, validated drift config."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+
+from speakerops.config import conf_dir
 
 _NUM = "numerical"
 _CAT = "categorical"
 
-DEFAULTS: dict[str, Any] = {
-    "log_dir": "data/production_log",
-    "output_dir": "outputs/drift",
-    "run_name": None,
-    "seed": 0,
-    "progress": True,
-    "threads": 1,
-    "reference": {
-        "source": "mlflow",
-        "model_name": "speaker-encoder",
-        "alias": "champion",
-        "tracking_uri": None,
-        "path": None,
-        "model_version": None,
-    },
-    "window": {
-        "start": None,
-        "end": None,
-        "last_days": 7,
-        "model_version": None,
-        "min_rows": 200,
-    },
-    "embedding": {
-        "method": "model",
-        "threshold": 0.55,
-        "bootstrap": False,
-        "quantile_probability": 0.95,
-        "pca_components": None,
-        "one_per_speaker": True,
-        "max_rows": 100000,
-        "min_rows": 100,
-    },
-    "columns": {
-        "duration_s": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.2},
-        "snr_db": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.2},
-        "sample_rate": {"type": _CAT, "stattest": "jensenshannon", "threshold": 0.1},
-        "channel": {"type": _CAT, "stattest": "jensenshannon", "threshold": 0.1},
-    },
-    "scores": {
-        "cohort_top_k": 10,
-        "max_cohort": 500,
-        "tests": {
-            "score_cohort_topk": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.3},
-            "score_random_pair": {"type": _NUM, "stattest": "wasserstein", "threshold": 0.3},
-        },
-    },
-    "report": {"enabled": True, "max_rows": 300},
-    "tickets": {
-        "dir": "tickets",
-        "github": {
-            "repo": None,
-            "token_env": "GITHUB_TOKEN",
-            "api_url": "https://api.github.com",
-            "labels": ["drift", "retraining"],
-            "timeout_s": 30,
-        },
-    },
-    "retrain": {
-        "enabled": True,
-        "labelled_manifest": None,
-        "run_without_manifest": False,
-        "command": ["dvc", "exp", "run", "--set-param", "data.extra_manifests=[{manifest}]"],
-        "command_without_manifest": ["dvc", "exp", "run"],
-        "cwd": None,
-        "timeout_s": None,
-        "gate_verdict": "artifacts/register/gate.json",
-    },
-}
+
+def _defaults_file() -> dict[str, Any]:
+    path = conf_dir() / "drift" / "default.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the drift config group's defaults are missing")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of drift settings")
+    return data
+
+
+def drift_defaults() -> dict[str, Any]:
+    """A fresh copy of ``conf/drift/default.yaml`` (the one place the drift defaults live)."""
+    return _defaults_file()
 
 
 def drift_config(cfg: DictConfig | Mapping | None = None) -> DictConfig:
     """A complete drift config: ``cfg.drift`` when ``cfg`` is the whole tree, else ``cfg``
-    itself, merged over :data:`DEFAULTS` (keys given win; the ``columns`` and
+    itself, merged over :func:`drift_defaults` (keys given win; the ``columns`` and
     ``scores.tests`` tables are taken as given when present, so a column can be removed)."""
     if cfg is None:
         node: Any = {}
@@ -95,7 +43,7 @@ def drift_config(cfg: DictConfig | Mapping | None = None) -> DictConfig:
         node = dict(cfg.get("drift", cfg))
     else:
         raise TypeError(f"drift config must be a DictConfig or a mapping, got {type(cfg).__name__}")
-    base = copy.deepcopy(DEFAULTS)
+    base = drift_defaults()
     if isinstance(node, Mapping) and "columns" in node and node["columns"] is not None:
         base["columns"] = {}
     if isinstance(node, Mapping) and node.get("scores") and node["scores"].get("tests") is not None:

@@ -32,7 +32,8 @@ from speakerops.core.paths import tracking_uri
 from speakerops.drift.checks import DriftRefusal, DriftResult, check_drift
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import read_production_log, to_utc
-from speakerops.drift.reference import Reference, load_champion_reference, load_reference
+from speakerops.drift.reference import load_champion_reference
+from speakerops.registry.reference import Reference, load_reference
 
 log = logging.getLogger("speakerops.drift")
 STEPS = (

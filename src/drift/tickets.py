@@ -33,6 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from speakerops.drift.config import drift_defaults
+
 MARKER = "speakerops-drift-fingerprint"
 
 
@@ -78,9 +82,7 @@ class GitHubError(RuntimeError):
 class GitHubIssues:
     """The few GitHub REST calls the tickets need (urllib, no extra dependency)."""
 
-    def __init__(
-        self, repo: str, token: str, api_url: str = "https://api.github.com", timeout_s: float = 30
-    ):
+    def __init__(self, repo: str, token: str, *, api_url: str, timeout_s: float) -> None:
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ValueError(f"tickets.github.repo must be 'owner/name', got {repo!r}")
         self.repo = repo
@@ -140,17 +142,18 @@ class GitHubIssues:
 
 def github_from_config(gcfg) -> tuple[GitHubIssues | None, str | None]:
     """The client when repo and token are configured, else None and (when only the repo
-    is) a warning."""
+    is) a warning. Keys not given come from ``conf/drift/default.yaml`` (``tickets.github``)."""
     if gcfg is None or not gcfg.get("repo"):
         return None, None
-    token = os.environ.get(str(gcfg.token_env) if gcfg.get("token_env") else "GITHUB_TOKEN")
+    gcfg = OmegaConf.merge(drift_defaults()["tickets"]["github"], gcfg)
+    token = os.environ.get(str(gcfg.token_env))
     if not token:
         return None, (
             f"tickets.github.repo is {gcfg.repo} but env {gcfg.token_env} is empty: "
             "no GitHub issue, local ticket only"
         )
     return GitHubIssues(
-        str(gcfg.repo), token, str(gcfg.api_url), float(gcfg.get("timeout_s") or 30)
+        str(gcfg.repo), token, api_url=str(gcfg.api_url), timeout_s=float(gcfg.timeout_s)
     ), None
 
 

@@ -20,8 +20,8 @@ survives with the registry when the log file does not (e.g. on a CI runner).
 
 from __future__ import annotations
 
-import getpass
 import fcntl
+import getpass
 import hashlib
 import hmac
 import json
@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from speakerops.core.keys import Keyring, KeyMaterialError, keyring_from_cfg
+from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
 
 GENESIS = "0" * 64
 HEAD_TAG = "audit.head"

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
-
-import mlflow
 from mlflow.pyfunc import PythonModel
 
 from speakerops.core.mlflow import client_for, fluent_store

@@ -42,11 +42,11 @@ from speakerops.core.mlflow import client as store_client
 from speakerops.core.mlflow import ensure_experiment
 from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
-from speakerops.registry.lock import promotion_lock
 from speakerops.core.policy import Policy, load_policy
 from speakerops.core.uris import ModelRef, parse_model_uri, registered_model_uri, run_artifact_uri
 from speakerops.registry import audit
 from speakerops.registry.gate import check_absolute, check_relative, decide, precondition
+from speakerops.registry.lock import promotion_lock
 
 EXIT_PASS = 0
 EXIT_REFUSED = 1
@@ -383,7 +383,7 @@ def _promote_locked(
     verdict["dry_run"] = bool(dry_run)
     (out / "verdict.json").write_text(dumps(verdict))
 
-    from speakerops.eval.report import write_report
+    from speakerops.registry.report import write_report
 
     context = {
         "timestamp": audit.utc_now(),

@@ -13,6 +13,7 @@ Writes `register.out_dir/registered.json`.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -30,6 +31,7 @@ from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_score_normalization
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.registry.package import log_encoder_model
+from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, build_reference_from_eval
 
 
 def register(cfg: DictConfig) -> dict:
@@ -114,14 +116,6 @@ def _tag_value_limit() -> int:
 
 def _log_reference(eval_dir: Path, prepared: Path) -> None:
     """Store the drift reference (embeddings, their metadata, score distributions) on the run."""
-    try:
-        from speakerops.drift.reference import build_reference_from_eval
-    except ImportError:
-        return
-    import tempfile
-
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
         ref_dir = build_reference_from_eval(eval_dir, prepared, Path(tmp) / "reference")
-        mlflow.log_artifacts(str(ref_dir), "reference")
+        mlflow.log_artifacts(str(ref_dir), REFERENCE_ARTIFACT_PATH)

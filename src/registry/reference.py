@@ -1,0 +1,186 @@
+"""The drift baseline stored with each registered model version: its format and how it is
+built from the evaluate stage's outputs at registration (:func:`build_reference_from_eval`).
+Resolving a champion's reference through the registry is :mod:`speakerops.drift.reference`.
+
+A reference folder (logged as the MLflow artifact path ``reference`` of the model
+version's run) holds:
+
+- ``embeddings.npy``: float32 ``[N, D]`` embeddings of the eval + calibration utterances;
+- ``metadata.parquet``: one row per embedding, with the production-log columns the drift
+  check compares — ``duration_s``, ``sample_rate``, ``snr_db``, ``channel`` (may be null) —
+  plus ``speaker`` (used to build the score cohort and to take one utterance per speaker
+  for the embedding test; recommended) and optionally ``set`` (``eval``/``calibration``);
+- ``scores.parquet``: the labelled trial scores of those sets (at least a numeric
+  ``score`` column; e.g. ``set``, ``label``, ``score``) kept for the record and the ticket;
+  production has no labels, so the score drift check uses label-free scores computed from
+  the embeddings on both sides (:mod:`speakerops.drift.checks`);
+- ``reference.json``: format, sizes, creation time and the SHA-256 of each file (checked on load).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from speakerops.core.jsonio import sha256_file
+from speakerops.data.audio import load_audio
+from speakerops.data.manifest import read_manifest, row_spans
+from speakerops.data.quality import estimate_snr_db
+
+REFERENCE_FORMAT = "speakerops-drift-reference"
+REFERENCE_FORMAT_VERSION = 1
+REFERENCE_ARTIFACT_PATH = "reference"
+_FILES = ("embeddings.npy", "metadata.parquet", "scores.parquet")
+
+
+@dataclass
+class Reference:
+    """A loaded reference sample; ``model_name``/``model_version`` are set when it was
+    resolved through the registry (or given in the reference's own ``reference.json``)."""
+
+    embeddings: np.ndarray
+    metadata: pd.DataFrame
+    scores: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    run_id: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+def save_reference(
+    out_dir: str | Path,
+    embeddings: np.ndarray,
+    metadata: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a reference folder (see the module doc) and return its path.
+
+    ``model_name``/``model_version`` are optional: at registration the version is usually
+    not known yet, and :func:`speakerops.drift.reference.load_champion_reference` takes it from the registry.
+    """
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or emb.shape[0] < 2 or emb.shape[1] < 1:
+        raise ValueError(f"reference embeddings must be [N>=2, D], got shape {emb.shape}")
+    if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
+        raise ValueError("reference embeddings must be finite numbers")
+    if not isinstance(metadata, pd.DataFrame) or len(metadata) != emb.shape[0]:
+        raise ValueError(
+            f"reference metadata must be a DataFrame with one row per embedding "
+            f"({emb.shape[0]}), got {len(metadata) if isinstance(metadata, pd.DataFrame) else type(metadata)}"
+        )
+    if not isinstance(scores, pd.DataFrame) or "score" not in scores.columns:
+        raise ValueError("reference scores must be a DataFrame with a numeric 'score' column")
+    if not pd.api.types.is_numeric_dtype(scores["score"]):
+        raise ValueError("reference scores: column 'score' must be numeric")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", emb.astype(np.float32))
+    metadata.reset_index(drop=True).to_parquet(out / "metadata.parquet", index=False)
+    scores.reset_index(drop=True).to_parquet(out / "scores.parquet", index=False)
+    info = {
+        "format": REFERENCE_FORMAT,
+        "format_version": REFERENCE_FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "n": int(emb.shape[0]),
+        "dim": int(emb.shape[1]),
+        "metadata_columns": [str(c) for c in metadata.columns],
+        "n_speakers": int(metadata["speaker"].nunique()) if "speaker" in metadata else None,
+        "model_name": model_name,
+        "model_version": None if model_version is None else str(model_version),
+        "files": {name: sha256_file(out / name) for name in _FILES},
+        **(extra or {}),
+    }
+    (out / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def load_reference(path: str | Path) -> Reference:
+    """Load and verify a reference folder (file hashes, shapes)."""
+    path = Path(path)
+    info_file = path / "reference.json"
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{path} is not a drift reference: {info_file.name} is missing")
+    info = json.loads(info_file.read_text())
+    if info.get("format") != REFERENCE_FORMAT:
+        raise ValueError(
+            f"{info_file}: format is {info.get('format')!r}, expected {REFERENCE_FORMAT!r}"
+        )
+    for name in _FILES:
+        f = path / name
+        if not f.is_file():
+            raise FileNotFoundError(f"drift reference {path}: {name} is missing")
+        want = info.get("files", {}).get(name)
+        if want and sha256_file(f) != want:
+            raise ValueError(
+                f"drift reference {path}: {name} does not match its SHA-256 in reference.json"
+            )
+    emb = np.load(path / "embeddings.npy")
+    metadata = pd.read_parquet(path / "metadata.parquet")
+    scores = pd.read_parquet(path / "scores.parquet")
+    if len(metadata) != emb.shape[0]:
+        raise ValueError(
+            f"drift reference {path}: {len(metadata)} metadata rows for {emb.shape[0]} embeddings"
+        )
+    return Reference(
+        embeddings=emb.astype(np.float32, copy=False),
+        metadata=metadata,
+        scores=scores,
+        info=info,
+        path=path,
+        model_name=info.get("model_name"),
+        model_version=None if info.get("model_version") is None else str(info["model_version"]),
+    )
+
+
+def build_reference_from_eval(
+    eval_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path
+) -> Path:
+    """The reference of a freshly evaluated model, from the evaluate stage's outputs.
+
+    Embeddings of the eval + calibration utterances (``embeddings.npz``), their manifest
+    metadata (duration, native sample rate, channel, speaker, split as ``set``), a blind SNR
+    estimate of each recording, and the labelled eval trial scores (``scores_eval.csv``).
+    """
+    eval_dir, prepared_dir = Path(eval_dir), Path(prepared_dir)
+    with np.load(eval_dir / "embeddings.npz") as z:
+        utt_ids, emb = z["utt_id"].tolist(), z["embedding"]
+    manifest = (
+        read_manifest(prepared_dir / "manifest.csv").set_index("utt_id").loc[utt_ids].reset_index()
+    )
+    snr = [
+        estimate_snr_db(load_audio(p, None, start=a, end=b)[0], int(r))
+        for p, (a, b), r in zip(
+            manifest["path"], row_spans(manifest), manifest["sample_rate"], strict=True
+        )
+    ]
+    metadata = pd.DataFrame(
+        {
+            "utt_id": manifest["utt_id"],
+            "duration_s": manifest["duration"].astype(float),
+            "sample_rate": manifest["sample_rate"].astype(int),
+            "snr_db": snr,
+            "channel": manifest["channel"].astype(str),
+            "speaker": manifest["speaker"].astype(str),
+            "set": manifest["split"].astype(str),
+        }
+    )
+    scores = pd.read_csv(eval_dir / "scores_eval.csv").assign(set="eval")
+    return save_reference(out_dir, emb, metadata, scores)
