@@ -154,7 +154,8 @@ def _option(args: argparse.Namespace, name: str) -> str | None:
     "(exit 0 pass, 1 refused, 2 error)",
 )
 def cmd_promote(args: argparse.Namespace) -> int:
-    from speakerops.registry.promote import EXIT_ERROR, promote, record_error, summary_lines
+    from speakerops.registry.champion import record_error
+    from speakerops.registry.promote import EXIT_ERROR, promote, summary_lines
 
     candidate = _option(args, "candidate")
     out = _option(args, "out")
@@ -198,7 +199,8 @@ cmd_promote.options = [  # type: ignore[attr-defined]
     "move alias `champion` back to the previous champion (or --to <N>), with an audit record",
 )
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from speakerops.registry.promote import EXIT_ERROR, rollback
+    from speakerops.registry.champion import rollback
+    from speakerops.registry.promote import EXIT_ERROR
 
     to = _option(args, "to")
     reason = _option(args, "reason") or ""

@@ -1,0 +1,141 @@
+"""The promotion decision as a pure function: preconditions, the policy's gates on the
+candidate's (and champion's) figures, and the verdict. No MLflow, no files: the same inputs
+give the same verdict. Acting on it is :mod:`speakerops.registry.champion`; computing the
+figures is :func:`speakerops.registry.promote.promote` (through :mod:`speakerops.eval`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from speakerops.core.policy import Policy
+from speakerops.registry.gate import Verdict, check_absolute, check_relative, decide, precondition
+
+
+def preconditions(
+    policy: Policy, candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, pinned: str
+) -> list[dict]:
+    """Checks decided before any scoring: the candidate (and champion) were evaluated on the
+    pinned trial list (``trials_sha256``), and a champion exists where the policy requires one.
+    ``candidate``/``champion``: ``{"version", "trials_sha256", ...}`` of each version."""
+    checks = []
+    tag = candidate.get("trials_sha256")
+    if tag is None:
+        checks.append(
+            precondition(
+                "trials.candidate",
+                False,
+                f"candidate v{candidate['version']} has no trials_sha256 tag: cannot tell which trial "
+                "list it was evaluated on (fail closed)",
+                None,
+                pinned,
+            )
+        )
+    else:
+        ok = tag == pinned
+        checks.append(
+            precondition(
+                "trials.candidate",
+                ok,
+                f"candidate v{candidate['version']} was evaluated on trial list {tag[:12]}…"
+                + (
+                    " = the pinned list" if ok else f", not the pinned {pinned[:12]}… (fail closed)"
+                ),
+                tag,
+                pinned,
+            )
+        )
+    if champion is None:
+        ok = not policy.require_champion
+        checks.append(
+            precondition(
+                "champion.present",
+                ok,
+                "no champion yet: "
+                + (
+                    "first promotion allowed (require_champion: false); relative gates skipped"
+                    if ok
+                    else "the policy requires one (require_champion: true) (fail closed)"
+                ),
+                None,
+                "required" if policy.require_champion else "optional",
+            )
+        )
+    else:
+        ctag = champion.get("trials_sha256")
+        ok = ctag == pinned
+        checks.append(
+            precondition(
+                "trials.champion",
+                ok,
+                f"champion v{champion['version']} "
+                + (
+                    "has no trials_sha256 tag (fail closed)"
+                    if ctag is None
+                    else f"was evaluated on trial list {ctag[:12]}…"
+                    + (
+                        " = the pinned list"
+                        if ok
+                        else f", not the pinned {pinned[:12]}…: candidate and champion are not "
+                        "comparable (fail closed)"
+                    )
+                ),
+                ctag,
+                pinned,
+            )
+        )
+    return checks
+
+
+def calibration_precondition(
+    version: str, calibration: Mapping[str, Any] | None, has_llrs: bool
+) -> dict:
+    """The candidate ships a calibration (scores -> LLRs), so its shipped threshold exists."""
+    return precondition(
+        "calibration.candidate",
+        has_llrs,
+        f"candidate v{version} "
+        + (
+            f"ships a {calibration.get('kind')} calibration (scores -> LLRs)"
+            if has_llrs
+            else "ships no calibration: no LLRs, no shipped threshold (fail closed)"
+        ),
+        (calibration or {}).get("kind"),
+        "present",
+    )
+
+
+def promotion_verdict(
+    policy: Policy,
+    checks: list[dict],
+    candidate_figures: Mapping[str, Any] | None = None,
+    candidate_details: Mapping[str, str] | None = None,
+    champion_figures: Mapping[str, Any] | None = None,
+    difference: Mapping[str, Any] | None = None,
+    champion_label: str = "champion",
+) -> Verdict:
+    """The verdict: ``checks`` (the preconditions) followed, when the candidate was assessed
+    (``candidate_figures`` given), by the policy's absolute and relative gates."""
+    checks = list(checks)
+    if candidate_figures is not None:
+        checks += check_absolute(candidate_figures, policy, candidate_details)
+        checks += check_relative(
+            candidate_figures, champion_figures, difference, policy, champion_label
+        )
+    return decide(checks)
+
+
+def outcome(
+    verdict: Verdict, version: str, champion_version: str | None, dry_run: bool
+) -> dict[str, Any]:
+    """The verdict's fields of `verdict.json`: checks, pass/fail, reasons, the champion after."""
+    return {
+        "checks": verdict.checks,
+        "passed": verdict.passed,
+        "verdict": "pass" if verdict.passed else "fail",
+        "reasons": verdict.reasons,
+        "version": version,  # `speakerops gate` compatibility
+        "champion_after": version if (verdict.passed and not dry_run) else champion_version,
+        "dry_run": bool(dry_run),
+    }
