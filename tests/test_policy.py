@@ -1,4 +1,4 @@
-"""speakerops.core.policy and speakerops.registry.gate: the policy file and the gate decisions (fail closed), and the
+"""speakerops.core.policy and speakerops.registry.checks: the policy file and the gate decisions (fail closed), and the
 append-only audit log. No models, no store: fast."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from speakerops.core.jsonio import dumps
 from speakerops.core.keys import Keyring
 from speakerops.core.policy import load_policy, operating_point
 from speakerops.registry import audit
-from speakerops.registry.gate import check_absolute, check_relative, decide
+from speakerops.registry.checks import check_absolute, check_relative, decide
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from speakerops.config import conf_dir
+from speakerops.core.config import conf_dir
 
 _NUM = "numerical"
 _CAT = "categorical"

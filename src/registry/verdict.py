@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from speakerops.core.policy import Policy
-from speakerops.registry.gate import Verdict, check_absolute, check_relative, decide, precondition
+from speakerops.registry.checks import Verdict, check_absolute, check_relative, decide, precondition
 
 
 def preconditions(

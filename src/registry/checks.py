@@ -50,12 +50,6 @@ def _figure(figures: Mapping[str, Any], metric: str) -> tuple[float | None, floa
     return float(f), math.nan, math.nan
 
 
-def _fmt(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.4f}"
-
-
 def _interval_text(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return ""
