@@ -1,5 +1,6 @@
 """DDP on the CPU (gloo, 2 processes) through the real `speakerops train` command: one MLflow
-run, sharded training batches, and the validation EER of a one-process run within noise."""
+run, sharded training batches, gradients synchronized (both ranks end with the same weights),
+and the validation EER of a one-process run within noise."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import REPO
 
@@ -55,11 +57,26 @@ def test_ddp_cpu_two_processes_log_one_run_and_match_one_process(
     # per-process batch 4 x 2 processes = the one-process batch of 8
     cmd = [str(BIN / "speakerops"), "train", "trainer=ddp_cpu", *RUN, "data.loader.batch_size=4"]
     cmd.append("train.out_dir=artifacts/ddp")
-    env = dict(os.environ, SPEAKEROPS_CONF=str(REPO / "conf"))
+    # every rank saves its parameters when training ends (tests/ddp_probe.py)
+    cmd += [
+        "+callbacks.rank_weights._target_=tests.ddp_probe.SaveRankWeights",
+        f"+callbacks.rank_weights.out_dir={tmp_path / 'ranks'}",
+    ]
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SPEAKEROPS_CONF=str(REPO / "conf"), PYTHONPATH=path)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     ddp = json.loads((tmp_path / "artifacts/ddp/train.json").read_text())
     assert ddp["world_size"] == 2 and ddp["epochs"] == 2
+    # gradients are all-reduced: after 10 steps on different shards both ranks hold the same
+    # weights, bit for bit (BatchNorm running statistics are buffers, per process by design)
+    rank0, rank1 = (
+        torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1)
+    )
+    assert int(rank0.pop("global_step")) == int(rank1.pop("global_step")) == 10
+    assert rank0.keys() == rank1.keys() and len(rank0) > 10
+    for name, weight in rank0.items():
+        assert torch.equal(weight, rank1[name]), name
 
     client = MlflowClient(f"sqlite:///{tmp_path}/registry/mlflow.db")
     experiment = client.get_experiment_by_name("speakerops")
