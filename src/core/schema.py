@@ -130,6 +130,10 @@ RULES: dict[str, Rule] = {
     "runtime.threads": COUNT,
     "paths.registry_dir": TEXT,
     "paths.artifacts_dir": TEXT,
+    "runtime.threads": COUNT,
+    "audio.extensions": Rule("str", items=True),
+    "keys.keyring": TEXT,
+    "keys.master_key_file": OPTIONAL_TEXT,
     "mlflow.experiment": TEXT,
     "mlflow.run_name": OPTIONAL_TEXT,
     # optimisation (train stage)
@@ -208,6 +212,10 @@ RULES: dict[str, Rule] = {
     "evaluate.bootstrap.seed": SEED,
     "evaluate.bootstrap.confidence": FRACTION,
     "register.model_name": TEXT,
+    "register.policy": TEXT,
+    "register.audit_log": TEXT,
+    "register.lock_url": OPTIONAL_TEXT,
+    "register.lock_timeout_s": number(gt=0),
     # sweeps (hparams_search=<name>)
     "sweep.study_name": TEXT,
     "sweep.n_trials": COUNT,
