@@ -130,7 +130,6 @@ RULES: dict[str, Rule] = {
     "runtime.threads": COUNT,
     "paths.registry_dir": TEXT,
     "paths.artifacts_dir": TEXT,
-    "runtime.threads": COUNT,
     "audio.extensions": Rule("str", items=True),
     "keys.keyring": TEXT,
     "keys.master_key_file": OPTIONAL_TEXT,
