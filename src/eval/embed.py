@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speakerops.data.audio import AudioError, audio_info, list_audio_files, load_audio
+from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.models.encoder import SpeakerEncoder
 
 
@@ -75,9 +76,8 @@ def embed_files(
 def embed_rows(
     encoder: SpeakerEncoder, rows: pd.DataFrame, progress: bool = True, desc: str = "embedding"
 ) -> EmbeddingBatch:
-    """Embed the rows of a manifest (whole files or `start`/`end` segments)."""
-    from speakerops.data.manifest import row_spans
-
+    """Embed the rows of a manifest: whole files, or the `start`/`end` segment of a row of a
+    segmented corpus (:func:`speakerops.data.manifest.row_spans`)."""
     return embed_files(
         encoder,
         rows["path"].tolist(),
@@ -97,8 +97,6 @@ def list_inputs(input_path: str | Path) -> tuple[list[str], list[str]]:
             raise ValueError(f"{input_path}: no .wav/.flac/.ogg files found")
         return [f.relative_to(input_path).as_posix() for f in files], [str(f) for f in files]
     if input_path.suffix.lower() == ".csv" and input_path.is_file():
-        from speakerops.data.manifest import read_manifest
-
         m = read_manifest(input_path)
         return m["utt_id"].astype(str).tolist(), m["path"].astype(str).tolist()
     raise ValueError(f"input={input_path}: expected a folder of audio files or a manifest .csv")
@@ -123,15 +121,3 @@ def write_embeddings(batch: EmbeddingBatch, output: str | Path) -> Path:
     else:
         raise ValueError(f"output={output}: expected a .parquet or .npz file name")
     return output
-
-
-def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
-    """utt_id -> embedding from a file written by `write_embeddings`."""
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        with np.load(path) as z:
-            return dict(zip(z["utt_id"].tolist(), z["embedding"], strict=True))
-    df = pd.read_parquet(path)
-    return dict(
-        zip(df["utt_id"], (np.asarray(e, np.float32) for e in df["embedding"]), strict=True)
-    )

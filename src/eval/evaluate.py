@@ -33,7 +33,7 @@ from speakerops.data.prepare import build_manifest
 from speakerops.eval.assess import AssessSettings, assess
 from speakerops.eval.baseline import mean_mfcc_embeddings
 from speakerops.eval.calibration import LinearCalibration, QualityCalibration, log_min_duration
-from speakerops.eval.embed import EmbeddingBatch, embed_files
+from speakerops.eval.embed import EmbeddingBatch, embed_rows
 from speakerops.eval.metrics import verification_metrics
 from speakerops.eval.plots import bias_plot, calibration_plot, det_plot
 from speakerops.eval.scoring import (
@@ -64,10 +64,11 @@ __all__ = [
 def embed_split(
     encoder: SpeakerEncoder, manifest: pd.DataFrame, utt_ids: set[str], desc: str, progress: bool
 ) -> EmbeddingBatch:
-    """Embeddings of the manifest's ``utt_ids``; a prepared file that fails to load is an
-    error (prepare already quarantined the bad ones)."""
+    """Embeddings of the manifest's ``utt_ids`` (each row's segment when the corpus is
+    segmented); a prepared file that fails to load is an error (prepare already quarantined
+    the bad ones)."""
     rows = manifest[manifest["utt_id"].isin(utt_ids)]
-    batch = embed_files(encoder, rows["path"].tolist(), rows["utt_id"].tolist(), progress, desc)
+    batch = embed_rows(encoder, rows, progress, desc)
     if batch.failures:
         raise ValueError(
             f"{len(batch.failures)} prepared files failed to load, e.g. {batch.failures[0]}"
