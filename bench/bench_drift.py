@@ -56,8 +56,9 @@ def main() -> int:
         )
         scores = pd.DataFrame({"set": ["eval"] * 2, "label": [1, 0], "score": [0.7, 0.1]})
         save_reference(
-            tmp / "reference", emb, meta, scores, model_name="speaker-encoder", model_version="1"
-        )
+            tmp / "reference", emb, meta, scores, keyring=keyring, model_name="speaker-encoder",
+            model_version="1",
+        )  # fmt: skip
         emb, meta = synthetic_population(
             args.rows, n_speakers=args.rows // 5, p_phone=args.p_phone, seed=1, dim=args.dim
         )

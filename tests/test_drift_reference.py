@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from speakerops.drift.reference import load_champion_reference
-from speakerops.registry.reference import load_reference, save_reference
+from speakerops.registry.reference import load_reference, pseudonymise_ids, save_reference
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -32,14 +32,20 @@ def _sample(n: int = 40, dim: int = 12, seed: int = 0):
     return emb, meta, scores
 
 
-def test_round_trip_and_manifest(tmp_path):
+def test_round_trip_and_manifest(tmp_path, keyring):
     emb, meta, scores = _sample()
     out = save_reference(
-        tmp_path / "ref", emb, meta, scores, model_name="speaker-encoder", model_version=4
-    )
-    ref = load_reference(out)
+        tmp_path / "ref", emb, meta, scores, keyring=keyring, model_name="speaker-encoder",
+        model_version=4,
+    )  # fmt: skip
+    ref = load_reference(out, keyring=keyring)
     np.testing.assert_array_equal(ref.embeddings, emb)
-    pd.testing.assert_frame_equal(ref.metadata, meta)
+    # speaker ids only as keyed pseudonyms (grouping kept: 5 speakers, 5 pseudonyms)
+    pd.testing.assert_frame_equal(ref.metadata, pseudonymise_ids(meta, keyring.pseudonym_key()))
+    assert (
+        ref.metadata["speaker"].nunique() == 5
+        and not ref.metadata["speaker"].isin(meta["speaker"]).any()
+    )
     pd.testing.assert_frame_equal(ref.scores, scores)
     assert (ref.dim, len(ref), ref.model_name, ref.model_version) == (
         12,
@@ -48,24 +54,44 @@ def test_round_trip_and_manifest(tmp_path):
         "4",
     )
     assert ref.info["n_speakers"] == 5 and set(ref.info["files"]) == {
-        "embeddings.npy",
+        "embeddings.enc",
         "metadata.parquet",
         "scores.parquet",
     }
 
 
-def test_tampered_or_incomplete_references_are_refused(tmp_path):
+def test_tampered_or_incomplete_references_are_refused(tmp_path, keyring):
     emb, meta, scores = _sample()
-    out = save_reference(tmp_path / "ref", emb, meta, scores)
-    np.save(out / "embeddings.npy", emb + 1)
-    with pytest.raises(ValueError, match="embeddings.npy does not match its SHA-256"):
-        load_reference(out)
-    out = save_reference(tmp_path / "ref", emb, meta, scores)
+    out = save_reference(tmp_path / "ref", emb, meta, scores, keyring=keyring)
+    blob = bytearray((out / "embeddings.enc").read_bytes())
+    blob[-1] ^= 1
+    (out / "embeddings.enc").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="embeddings.enc does not match its SHA-256"):
+        load_reference(out, keyring=keyring)
+    out = save_reference(tmp_path / "ref", emb, meta, scores, keyring=keyring)
     (out / "scores.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="scores.parquet is missing"):
-        load_reference(out)
+        load_reference(out, keyring=keyring)
     with pytest.raises(FileNotFoundError, match="reference.json is missing"):
-        load_reference(tmp_path)
+        load_reference(tmp_path, keyring=keyring)
+
+
+def test_reference_holds_no_plaintext_embeddings_or_ids(tmp_path, keyring):
+    """Today's reference stored raw speaker / utterance ids and plaintext embeddings."""
+    from speakerops.core.keys import KeyMaterialError, Keyring
+
+    emb, meta, scores = _sample()
+    meta["speaker"] = [f"walter-{i % 5}" for i in range(len(meta))]
+    meta["utt_id"] = [f"walter-{i % 5}-utt{i}" for i in range(len(meta))]
+    scores["enroll"] = ["walter-0-utt0", "walter-1-utt1", "walter-2-utt2"]
+    out = save_reference(tmp_path / "ref", emb, meta, scores, keyring=keyring)
+    for f in out.iterdir():
+        raw = f.read_bytes()
+        assert b"walter" not in raw, f.name
+        assert all(row[:2].tobytes() not in raw for row in emb), f.name
+    other = Keyring(tmp_path / "stranger.json", bytes(range(32)))
+    with pytest.raises(KeyMaterialError, match="no data key"):
+        load_reference(out, keyring=other)
 
 
 @pytest.mark.parametrize(
@@ -80,14 +106,14 @@ def test_tampered_or_incomplete_references_are_refused(tmp_path):
         ),
     ],
 )
-def test_bad_reference_inputs(tmp_path, args, message):
+def test_bad_reference_inputs(tmp_path, keyring, args, message):
     defaults = (np.zeros((3, 4)), pd.DataFrame({"a": [1, 2, 3]}), pd.DataFrame({"score": [0.1]}))
     full = args + defaults[len(args) :]
     with pytest.raises(ValueError, match=message):
-        save_reference(tmp_path / "r", *full)
+        save_reference(tmp_path / "r", *full, keyring=keyring)
 
 
-def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
+def test_champion_reference_from_a_real_mlflow_registry(tmp_path, keyring):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -100,7 +126,7 @@ def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
     versions = []
     for seed in (1, 2):
         emb, meta, scores = _sample(seed=seed)
-        folder = save_reference(tmp_path / f"ref{seed}", emb, meta, scores)
+        folder = save_reference(tmp_path / f"ref{seed}", emb, meta, scores, keyring=keyring)
         run = client.create_run(exp)
         client.log_artifacts(run.info.run_id, str(folder), artifact_path="reference")
         client.set_terminated(run.info.run_id)
@@ -110,18 +136,20 @@ def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
         versions.append((mv.version, run.info.run_id, emb))
 
     client.set_registered_model_alias("speaker-encoder", "champion", versions[0][0])
-    ref, version = load_champion_reference("speaker-encoder", tracking_uri=uri)
+    ref, version = load_champion_reference("speaker-encoder", tracking_uri=uri, keyring=keyring)
     assert version == str(versions[0][0]) == ref.model_version == "1"
     assert ref.run_id == versions[0][1] and ref.model_name == "speaker-encoder"
     np.testing.assert_array_equal(ref.embeddings, versions[0][2])
 
     client.set_registered_model_alias("speaker-encoder", "champion", versions[1][0])  # promotion
-    ref2, version2 = load_champion_reference("speaker-encoder", "champion", tracking_uri=uri)
+    ref2, version2 = load_champion_reference(
+        "speaker-encoder", "champion", tracking_uri=uri, keyring=keyring
+    )
     assert version2 == "2"
     np.testing.assert_array_equal(ref2.embeddings, versions[1][2])
 
     with pytest.raises(LookupError, match="no model version 'speaker-encoder@shadow'"):
-        load_champion_reference("speaker-encoder", "shadow", tracking_uri=uri)
+        load_champion_reference("speaker-encoder", "shadow", tracking_uri=uri, keyring=keyring)
 
     bare = client.create_run(exp)  # a version whose run logged no reference
     mv3 = client.create_model_version(
@@ -129,7 +157,7 @@ def test_champion_reference_from_a_real_mlflow_registry(tmp_path):
     )
     client.set_registered_model_alias("speaker-encoder", "challenger", mv3.version)
     with pytest.raises(LookupError, match="has no 'reference' artifacts"):
-        load_champion_reference("speaker-encoder", "challenger", tracking_uri=uri)
+        load_champion_reference("speaker-encoder", "challenger", tracking_uri=uri, keyring=keyring)
 
     # the drift job resolves the same champion: traffic of the new champion (v2) is
     # compared with v2's reference, traffic still served by v1 is refused. v2's traffic sits

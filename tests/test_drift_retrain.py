@@ -137,6 +137,7 @@ def _drifted_world(dvc_project: Path, tmp_path: Path) -> dict:
         emb,
         meta,
         pd.DataFrame({"score": [0.5, 0.1]}),
+        keyring=open_keyring(tmp_path / "registry"),
         model_name="speaker-encoder",
         model_version="1",
     )

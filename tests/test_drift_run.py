@@ -36,7 +36,9 @@ def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("drift-run")
     emb, meta = synthetic_population(3000, n_speakers=1000, p_phone=0.1, seed=1000)
     scores = pd.DataFrame({"set": ["eval", "eval"], "label": [1, 0], "score": [0.7, 0.1]})
-    save_reference(root / "reference", emb, meta, scores)  # version unknown: given in the config
+    save_reference(
+        root / "reference", emb, meta, scores, keyring=open_keyring(root / "registry")
+    )  # version unknown: given in the config
     _log(root / "log", seed=1, p_phone=0.1, day="2025-03-01")  # same distribution
     _log(root / "log", seed=2, p_phone=0.9, day="2025-03-02")  # shifted channel
     _log(

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from speakerops.core.env import offline_env
+from speakerops.core.keys import Keyring
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, Reference, load_reference
 
 
@@ -29,6 +30,8 @@ def load_champion_reference(
     model_name: str,
     alias: str = "champion",
     tracking_uri: str | None = None,
+    *,
+    keyring: Keyring,
 ) -> tuple[Reference, str]:
     """Resolve ``models:/<model_name>@<alias>`` and load its run's ``reference`` artifacts.
 
@@ -66,7 +69,7 @@ def load_champion_reference(
                 f"{model_name} version {mv.version} (@{alias}, run {mv.run_id}) has no "
                 f"'{REFERENCE_ARTIFACT_PATH}' artifacts: {exc}"
             ) from exc
-        ref = load_reference(local)
+        ref = load_reference(local, keyring=keyring)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ref.path = None  # the downloaded copy is gone; everything is in memory

@@ -64,15 +64,17 @@ def resolve_window(d) -> tuple[datetime, datetime]:
     return start, end
 
 
-def load_configured_reference(d) -> Reference:
+def load_configured_reference(d, keyring: Keyring) -> Reference:
     """The reference named by ``drift.reference`` (registry alias or local folder)."""
     r = d.reference
     if r.source == "mlflow":
-        ref, _ = load_champion_reference(str(r.model_name), str(r.alias), r.tracking_uri)
+        ref, _ = load_champion_reference(
+            str(r.model_name), str(r.alias), r.tracking_uri, keyring=keyring
+        )
         return ref
     if not r.path:
         raise ValueError("drift.reference.source is 'path' but drift.reference.path is not set")
-    ref = load_reference(r.path)
+    ref = load_reference(r.path, keyring=keyring)
     if r.model_version is not None:
         ref.model_version = str(r.model_version)
     if ref.model_name is None and r.model_name:
@@ -246,7 +248,7 @@ def _main(
     try:
         bar.set_postfix_str(STEPS[0])
         t0 = time.perf_counter()
-        reference = load_configured_reference(d)
+        reference = load_configured_reference(d, keyring)
         summary["model"] = {
             "name": reference.model_name,
             "version": reference.model_version,

@@ -5,11 +5,14 @@ Resolving a champion's reference through the registry is :mod:`speakerops.drift.
 A reference folder (logged as the MLflow artifact path ``reference`` of the model
 version's run) holds:
 
-- ``embeddings.npy``: float32 ``[N, D]`` embeddings of the eval + calibration utterances;
+- ``embeddings.enc``: the float32 ``[N, D]`` embeddings of the eval + calibration utterances,
+  AES-256-GCM under the keyring's ``reference`` data key (:mod:`speakerops.core.keys`);
 - ``metadata.parquet``: one row per embedding, with the production-log columns the drift
   check compares — ``duration_s``, ``sample_rate``, ``snr_db``, ``channel`` (may be null) —
   plus ``speaker`` (used to build the score cohort and to take one utterance per speaker
-  for the embedding test; recommended) and optionally ``set`` (``eval``/``calibration``);
+  for the embedding test; recommended) and optionally ``set`` (``eval``/``calibration``).
+  Speaker and utterance ids (``speaker``, ``utt_id`` and the trial columns ``enroll`` /
+  ``test`` of the scores) are stored only as keyed pseudonyms;
 - ``scores.parquet``: the labelled trial scores of those sets (at least a numeric
   ``score`` column; e.g. ``set``, ``label``, ``score``) kept for the record and the ticket;
   production has no labels, so the score drift check uses label-free scores computed from
@@ -29,14 +32,28 @@ import numpy as np
 import pandas as pd
 
 from speakerops.core.jsonio import sha256_file
+from speakerops.core.keys import Keyring, pseudonym
 from speakerops.data.audio import load_audio
 from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.data.quality import estimate_snr_db
 
 REFERENCE_FORMAT = "speakerops-drift-reference"
-REFERENCE_FORMAT_VERSION = 1
+REFERENCE_FORMAT_VERSION = 2
 REFERENCE_ARTIFACT_PATH = "reference"
-_FILES = ("embeddings.npy", "metadata.parquet", "scores.parquet")
+REFERENCE_PURPOSE = "reference"
+_AAD = b"speakerops-drift-reference"
+_FILES = ("embeddings.enc", "metadata.parquet", "scores.parquet")
+# id columns, and the domain their pseudonym is taken in (utterance ids as in the production log)
+_ID_COLUMNS = {"speaker": "", "utt_id": "utt\x00", "enroll": "utt\x00", "test": "utt\x00"}
+
+
+def pseudonymise_ids(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """The id columns of `frame` replaced by keyed pseudonyms (nulls stay null)."""
+    out = frame.copy()
+    for col, domain in _ID_COLUMNS.items():
+        if col in out.columns:
+            out[col] = [None if pd.isna(v) else pseudonym(domain + str(v), key) for v in out[col]]
+    return out
 
 
 @dataclass
@@ -67,6 +84,7 @@ def save_reference(
     metadata: pd.DataFrame,
     scores: pd.DataFrame,
     *,
+    keyring: Keyring,
     model_name: str | None = None,
     model_version: str | None = None,
     extra: dict[str, Any] | None = None,
@@ -92,9 +110,14 @@ def save_reference(
         raise ValueError("reference scores: column 'score' must be numeric")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "embeddings.npy", emb.astype(np.float32))
-    metadata.reset_index(drop=True).to_parquet(out / "metadata.parquet", index=False)
-    scores.reset_index(drop=True).to_parquet(out / "scores.parquet", index=False)
+    key = keyring.pseudonym_key()
+    blob = keyring.encrypt_array(REFERENCE_PURPOSE, emb.astype(np.float32), aad=_AAD)
+    (out / "embeddings.enc").write_bytes(blob)
+    metadata = pseudonymise_ids(metadata.reset_index(drop=True), key)
+    metadata.to_parquet(out / "metadata.parquet", index=False)
+    pseudonymise_ids(scores.reset_index(drop=True), key).to_parquet(
+        out / "scores.parquet", index=False
+    )
     info = {
         "format": REFERENCE_FORMAT,
         "format_version": REFERENCE_FORMAT_VERSION,
@@ -112,8 +135,8 @@ def save_reference(
     return out
 
 
-def load_reference(path: str | Path) -> Reference:
-    """Load and verify a reference folder (file hashes, shapes)."""
+def load_reference(path: str | Path, *, keyring: Keyring) -> Reference:
+    """Load, verify (file hashes, shapes) and decrypt a reference folder."""
     path = Path(path)
     info_file = path / "reference.json"
     if not info_file.is_file():
@@ -132,7 +155,15 @@ def load_reference(path: str | Path) -> Reference:
             raise ValueError(
                 f"drift reference {path}: {name} does not match its SHA-256 in reference.json"
             )
-    emb = np.load(path / "embeddings.npy")
+    if info.get("format_version") != REFERENCE_FORMAT_VERSION:
+        raise ValueError(
+            f"{info_file}: reference format {info.get('format_version')} (plaintext "
+            f"embeddings); this speakerops reads format {REFERENCE_FORMAT_VERSION} (encrypted): "
+            "register the model again to rebuild its reference"
+        )
+    emb = keyring.decrypt_array(
+        (path / "embeddings.enc").read_bytes(), aad=_AAD, what=f"drift reference {path}"
+    )
     metadata = pd.read_parquet(path / "metadata.parquet")
     scores = pd.read_parquet(path / "scores.parquet")
     if len(metadata) != emb.shape[0]:
@@ -151,7 +182,7 @@ def load_reference(path: str | Path) -> Reference:
 
 
 def build_reference_from_eval(
-    eval_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path
+    eval_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, *, keyring: Keyring
 ) -> Path:
     """The reference of a freshly evaluated model, from the evaluate stage's outputs.
 
@@ -183,4 +214,4 @@ def build_reference_from_eval(
         }
     )
     scores = pd.read_csv(eval_dir / "scores_eval.csv").assign(set="eval")
-    return save_reference(out_dir, emb, metadata, scores)
+    return save_reference(out_dir, emb, metadata, scores, keyring=keyring)

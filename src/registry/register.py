@@ -31,6 +31,7 @@ from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_score_normalization
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.registry.package import log_encoder_model
+from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, build_reference_from_eval
 
 
@@ -80,7 +81,7 @@ def register(cfg: DictConfig) -> dict:
         with mlflow.start_run(run_id=train_summary["run_id"]):
             model_uri = log_encoder_model(packaged)
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
-            _log_reference(eval_dir, prepared)
+            _log_reference(eval_dir, prepared, keyring_from_cfg(cfg))
         version = mlflow.register_model(model_uri, cfg.register.model_name, tags=tags)
     store.set_registered_model_alias(cfg.register.model_name, CHALLENGER, version.version)
     for key in metric_keys(cfg.evaluate.p_targets):
@@ -114,8 +115,10 @@ def _tag_value_limit() -> int:
     return int(MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH)
 
 
-def _log_reference(eval_dir: Path, prepared: Path) -> None:
+def _log_reference(eval_dir: Path, prepared: Path, keyring: Keyring) -> None:
     """Store the drift reference (embeddings, their metadata, score distributions) on the run."""
     with tempfile.TemporaryDirectory() as tmp:
-        ref_dir = build_reference_from_eval(eval_dir, prepared, Path(tmp) / "reference")
+        ref_dir = build_reference_from_eval(
+            eval_dir, prepared, Path(tmp) / "reference", keyring=keyring
+        )
         mlflow.log_artifacts(str(ref_dir), REFERENCE_ARTIFACT_PATH)
