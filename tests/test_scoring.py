@@ -180,3 +180,15 @@ def test_scorer_gives_llrs_thresholds_and_decisions() -> None:
     assert got == pytest.approx(4 * s - 2 + 0.5 * math.log(2.0))
     with pytest.raises(ValueError, match="no calibration"):
         Scorer.from_extras({}).to_llr(np.zeros(2))
+
+
+def test_verify_decides_at_the_packaged_operating_point() -> None:
+    cal = LinearCalibration(p_eff=0.5, a=4.0, b=-2.0).to_dict()
+    op = {"p_target": 0.5, "c_miss": 1.0, "c_fa": 1.0, "llr_threshold": 0.0}
+    packaged = Scorer.from_extras({"calibration": cal, "operating_point": op})
+    e, t = np.array([1.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0])
+    out = packaged.verify(e, t)
+    assert out["p_target"] == 0.5 and out["threshold"] == 0.0 and out["accept"] is True
+    assert packaged.verify(e, t, p_target=0.01)["threshold"] == pytest.approx(math.log(99))
+    with pytest.raises(ValueError, match="no operating point"):
+        Scorer.from_extras({"calibration": cal}).verify(e, t)
