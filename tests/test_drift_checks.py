@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from threadpoolctl import threadpool_limits
 
 from speakerops.drift.checks import (
-    DriftRefusal,
     check_drift,
     cohort_topk_scores,
     one_per_group,
     random_pair_scores,
 )
 from speakerops.drift.config import drift_config, drift_defaults
+from speakerops.drift.results import DriftRefusal
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
 from speakerops.eval.scoring import build_cohort
 from speakerops.registry.reference import Reference

@@ -35,137 +35,18 @@ version differs from the reference's, are refused (:class:`DriftRefusal`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from speakerops.drift.config import drift_config
-from speakerops.drift.log import emb_column_names, embedding_columns
+from speakerops.drift.results import CheckResult, DriftRefusal, DriftResult
+from speakerops.drift.window import GROUP_COLUMN, check_versions, prepare_window
 from speakerops.eval.scoring import build_cohort
 from speakerops.registry.reference import Reference
 
 SCORE_COLUMNS = ("score_cohort_topk", "score_random_pair")
-GROUP_COLUMN = "_speaker_group"
-
-
-class DriftRefusal(ValueError):
-    """The window cannot be compared with the reference (the message says why)."""
-
-
-@dataclass
-class CheckResult:
-    """One drift test: its statistic, threshold and verdict (or why it was skipped)."""
-
-    name: str
-    kind: str  # embedding | metadata | score
-    method: str
-    score: float | None
-    threshold: float | None
-    drifted: bool
-    n_current: int
-    n_reference: int
-    skipped: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        if self.skipped:
-            return f"{self.name}: skipped ({self.skipped})"
-        verdict = "DRIFT" if self.drifted else "ok"
-        return (
-            f"{self.name}: {verdict} ({self.method} = {self.score:.4g}, threshold {self.threshold:g}, "
-            f"n = {self.n_current} vs {self.n_reference})"
-        )
-
-
-@dataclass
-class DriftResult:
-    """The verdict and every check; ``current``/``reference`` are the prepared frames
-    (metadata, score columns, embedding columns, speaker group) the report draws from."""
-
-    drifted: bool
-    checks: list[CheckResult]
-    model_name: str | None
-    model_version: str | None
-    n_current: int
-    n_reference: int
-    dim: int
-    warnings: list[str]
-    decision_basis: dict[str, Any]
-    current: pd.DataFrame = field(repr=False)
-    reference: pd.DataFrame = field(repr=False)
-    emb_columns: list[str] = field(repr=False)
-
-    @property
-    def fired(self) -> list[str]:
-        return [c.name for c in self.checks if c.drifted and not c.skipped]
-
-    def check(self, name: str) -> CheckResult:
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "drifted": self.drifted,
-            "fired": self.fired,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "n_current": self.n_current,
-            "n_reference": self.n_reference,
-            "embedding_dim": self.dim,
-            "checks": [asdict(c) for c in self.checks],
-            "warnings": list(self.warnings),
-            "decision_basis": self.decision_basis,
-        }
-
-
-# ----------------------------------------------------------------------------- versions
-
-
-def window_versions(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows per (model_name, model_version) in a window, most frequent first."""
-    cols = [c for c in ("model_name", "model_version") if c in df.columns]
-    if not cols:
-        return pd.DataFrame(columns=["model_name", "model_version", "rows"])
-    counts = df.groupby(cols, dropna=False).size().rename("rows").reset_index()
-    return counts.sort_values("rows", ascending=False).reset_index(drop=True)
-
-
-def _check_versions(current: pd.DataFrame, reference: Reference) -> tuple[str | None, str | None]:
-    versions = window_versions(current)
-    if len(versions) > 1:
-        listing = ", ".join(
-            f"{r.get('model_name', '?')} v{r['model_version']} ({r['rows']} rows)"
-            for r in versions.to_dict("records")
-        )
-        raise DriftRefusal(
-            f"the window mixes embeddings of {len(versions)} model versions: {listing}. "
-            "Embeddings of different models live in different spaces and are never compared "
-            "together; narrow the window (drift.window.start/end) or keep one version "
-            "(drift.window.model_version=champion or =<version>)."
-        )
-    name = str(versions["model_name"].iloc[0]) if "model_name" in versions else None
-    version = str(versions["model_version"].iloc[0]) if "model_version" in versions else None
-    if (
-        reference.model_version is not None
-        and version is not None
-        and version != reference.model_version
-    ):
-        raise DriftRefusal(
-            f"the window's embeddings come from {name} v{version} but the reference belongs to "
-            f"{reference.model_name or name} v{reference.model_version}: embeddings of different "
-            "model versions are never compared. Check the window against that version's own "
-            "reference, or wait for traffic of the reference's version."
-        )
-    if reference.model_name is not None and name is not None and name != reference.model_name:
-        raise DriftRefusal(
-            f"the window's embeddings come from model {name!r} but the reference belongs to "
-            f"{reference.model_name!r}: refusing to compare different models."
-        )
-    return name, version
 
 
 # ------------------------------------------------------------------------------- scores
@@ -361,56 +242,6 @@ def column_test(name: str, kind: str, spec, cur: pd.Series, ref: pd.Series) -> C
 # ---------------------------------------------------------------------------- check_drift
 
 
-def _prepare(
-    current: pd.DataFrame, reference: Reference, d
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
-    warnings: list[str] = []
-    cols = embedding_columns(current)
-    if not cols:
-        raise DriftRefusal("the window has no embedding columns (emb_000 …)")
-    cur_x = current[cols].to_numpy(dtype=np.float32)
-    if not np.isfinite(cur_x).all():
-        bad = int((~np.isfinite(cur_x).all(axis=1)).sum())
-        raise DriftRefusal(
-            f"{bad} window row(s) have missing/non-finite embedding values (parts of different "
-            "embedding sizes in one window?)"
-        )
-    if len(cols) != reference.dim:
-        raise DriftRefusal(
-            f"window embeddings have {len(cols)} dimensions, the reference {reference.dim}: "
-            "they come from different models"
-        )
-    ref_cols = emb_column_names(reference.dim)
-    if cols != ref_cols:
-        cur_x_df = pd.DataFrame(cur_x, columns=ref_cols, index=current.index)
-        current = pd.concat([current.drop(columns=cols), cur_x_df], axis=1)
-        cols = ref_cols
-    meta = reference.metadata.reset_index(drop=True)
-    ref = pd.concat([meta, pd.DataFrame(reference.embeddings, columns=cols)], axis=1)
-    ref = ref.loc[:, ~ref.columns.duplicated()]
-    cur = current.reset_index(drop=True).copy()
-    if "speaker" in ref.columns:
-        ref[GROUP_COLUMN] = ref["speaker"].astype(object)
-    else:
-        ref[GROUP_COLUMN] = None
-        warnings.append(
-            "reference metadata has no 'speaker' column: the embedding test cannot keep one "
-            "utterance per speaker and the score cohort uses reference utterances"
-        )
-    if "speaker_key" in cur.columns:
-        cur[GROUP_COLUMN] = cur["speaker_key"].astype(object)
-        missing = float(cur["speaker_key"].isna().mean())
-    else:
-        cur[GROUP_COLUMN] = None
-        missing = 1.0
-    if d.embedding.one_per_speaker and missing > 0:
-        warnings.append(
-            f"{missing:.0%} of window rows have no speaker key: repeated speakers among them can "
-            "make the embedding classifier see speaker identity as drift"
-        )
-    return cur, ref, cols, warnings
-
-
 def check_drift(current: pd.DataFrame, reference: Reference, cfg=None) -> DriftResult:
     """Compare a production window (wide frame, :func:`read_production_log`) with a
     reference; ``cfg`` is the drift config (or the whole tree with ``drift``; None =
@@ -418,13 +249,13 @@ def check_drift(current: pd.DataFrame, reference: Reference, cfg=None) -> DriftR
     d = drift_config(cfg)
     if current is None or len(current) == 0:
         raise DriftRefusal("the window holds no production embeddings")
-    name, version = _check_versions(current, reference)
+    name, version = check_versions(current, reference)
     if len(current) < int(d.window.min_rows):
         raise DriftRefusal(
             f"the window holds {len(current)} rows, fewer than drift.window.min_rows="
             f"{int(d.window.min_rows)}: too few to judge drift"
         )
-    cur, ref, cols, warnings = _prepare(current, reference, d)
+    cur, ref, cols, warnings = prepare_window(current, reference, d)
     if reference.model_version is None:
         warnings.append(
             "the reference has no model version: cannot verify it matches the window's model"

@@ -27,8 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from speakerops.drift.checks import DriftResult, embedding_decision_rows, evidently_embedding_method
+from speakerops.drift.checks import embedding_decision_rows, evidently_embedding_method
 from speakerops.drift.config import drift_config
+from speakerops.drift.results import DriftResult
 
 EMBEDDING_NAME = "speaker_embedding"
 

@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 from speakerops.core.jsonio import sha256_file
 from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
 from speakerops.core.paths import tracking_uri
-from speakerops.drift.checks import DriftRefusal, DriftResult, check_drift
+from speakerops.drift.checks import check_drift
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import read_production_log, to_utc
 from speakerops.drift.reference import load_champion_reference
+from speakerops.drift.results import DriftRefusal, DriftResult
 from speakerops.registry.reference import Reference, load_reference
 
 log = logging.getLogger("speakerops.drift")
