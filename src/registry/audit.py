@@ -138,7 +138,9 @@ def verify_audit_log(
         try:
             seq = int(seq_text)
         except ValueError as exc:
-            raise AuditError(f"registered model {model}: malformed {HEAD_TAG} tag {head!r}") from exc
+            raise AuditError(
+                f"registered model {model}: malformed {HEAD_TAG} tag {head!r}"
+            ) from exc
         if seq > len(shas):
             raise AuditError(
                 f"{path}: the log ends at record {len(shas)} but registered model {model}'s "

@@ -22,7 +22,7 @@ from speakerops.core.mlflow import client as store_client
 from speakerops.core.mlflow import ensure_experiment
 from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
-from speakerops.core.uris import run_artifact_uri
+from speakerops.core.uris import registered_model_uri, run_artifact_uri
 from speakerops.registry import audit
 from speakerops.registry.lock import promotion_lock
 
@@ -43,10 +43,8 @@ def model_version(client: MlflowClient, name: str, version: str | None, alias: s
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, version)
     except MlflowException as exc:
-        ref = f"@{alias}" if alias else f"/{version}"
-        raise ValueError(
-            f"models:/{name}{ref}: no such registered model version ({exc.message})"
-        ) from exc
+        uri = registered_model_uri(name, None if alias else version, alias or None)
+        raise ValueError(f"{uri}: no such registered model version ({exc.message})") from exc
 
 
 def current_champion(client, name: str):
