@@ -148,6 +148,7 @@ def test_voxceleb_layout_and_official_trials(tmp_path: Path) -> None:
         corpora.read_voxceleb_trials(root / "bad.txt")
 
 
+@pytest.mark.realdata
 def test_librispeech_adapter_on_real_layout() -> None:
     root = shared("librispeech", "test-other")
     df = corpora.librispeech_corpus(root)

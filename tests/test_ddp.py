@@ -16,6 +16,8 @@ import torch
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains twice: 2 DDP processes, then one
+
 BIN = Path(sys.executable).parent
 CORPUS = [  # 10 training speakers (40 utterances), 8 calibration speakers (48 target trials)
     "data.synthetic.n_speakers=20",

@@ -21,6 +21,8 @@ import yaml
 
 from .conftest import REPO, SHARED_DATA, shared, tone, write_wav
 
+pytestmark = pytest.mark.slow  # one `dvc repro` trains the model every test reads
+
 BIN = Path(sys.executable).parent
 TINY = [
     "data.synthetic.n_speakers=160",
@@ -299,6 +301,7 @@ def test_python_api_and_pyfunc_embed_from_the_registry(
         load_encoder("models:/speaker-encoder@nope", tracking_uri=uri)
 
 
+@pytest.mark.realdata
 def test_real_data_librispeech_test_other_eer(project: Path) -> None:
     root = shared("librispeech", "test-other")
     from speakerops.eval.evaluate import evaluate_corpus

@@ -29,6 +29,9 @@ from omegaconf import OmegaConf
 
 from .promote_world import lda_encoder, make_cfg, random_encoder, register_model, write_corpus
 
+# every test reads the promotion world: real stages evaluate and register three models
+pytestmark = pytest.mark.slow
+
 BOOT = """
 operating_point: {p_target: 0.5}
 require_champion: false

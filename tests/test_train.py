@@ -130,6 +130,7 @@ def test_callbacks_and_logger_come_from_config(tmp_path: Path, monkeypatch) -> N
     assert not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.slow
 def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path) -> None:
     first = train(compose([*MICRO, "trainer.max_epochs=1"]))
     ckpt = micro_project / "artifacts/train/checkpoints/last.ckpt"
@@ -160,6 +161,7 @@ def test_train_resumes_from_last_checkpoint_in_the_same_run(micro_project: Path)
     )
 
 
+@pytest.mark.slow
 def test_init_from_fine_tunes_from_trained_weights(micro_project: Path) -> None:
     from speakerops.models.encoder import SpeakerEncoder
 
