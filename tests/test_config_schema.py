@@ -99,3 +99,23 @@ def test_rules_check_types_ranges_null_and_lists() -> None:
     assert problems(OmegaConf.create({"b": float("nan")}), rules) == [
         "b=nan: expected a number > 0 and < 1, or null"
     ]
+
+
+def test_a_sweep_may_only_search_allowed_values() -> None:
+    """A search space reaching outside what its key allows is refused before the study starts."""
+    from speakerops.train.sweep import sweep_config
+
+    cfg = compose(["hparams_search=ecapa_small"])
+    assert sweep_config(cfg) is cfg.sweep
+    cfg.sweep.params["optim.lr"].low = 0.0
+    with pytest.raises(
+        ValueError, match=r"sweep\.params\.optim\.lr\.low=0\.0: optim\.lr expects a number > 0"
+    ):
+        sweep_config(cfg)
+    cfg = compose(["hparams_search=ecapa_small"])
+    cfg.sweep.params["model.channels"].choices = [64, 0]
+    with pytest.raises(
+        ValueError,
+        match=r"model\.channels\.choices\[1\]=0: model\.channels expects an integer >= 1",
+    ):
+        sweep_config(cfg)

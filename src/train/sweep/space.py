@@ -16,6 +16,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.config import conf_dir
+from speakerops.core.schema import RULES
 from speakerops.train.sweep.callbacks import metric_callbacks
 
 SAMPLERS = {
@@ -71,7 +72,27 @@ def sweep_config(cfg: DictConfig) -> DictConfig:
             raise ValueError(f"sweep.params.{name}: a categorical needs choices")
         if kind != "categorical" and (spec.get("low") is None or spec.get("high") is None):
             raise ValueError(f"sweep.params.{name}: a {kind} needs low and high")
+        check_against_schema(str(name), spec)
     return node
+
+
+def check_against_schema(name: str, spec: DictConfig) -> None:
+    """A searched value must be one its key allows (`speakerops.core.schema`): refused before
+    the study starts, not trial by trial."""
+    rule = RULES.get(name)
+    if rule is None:
+        return
+    if spec.type == "categorical":
+        values = {f"choices[{i}]": v for i, v in enumerate(spec.choices)}
+    else:
+        values = {"low": spec.low, "high": spec.high}
+    for where, value in values.items():
+        if spec.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not rule.accepts(value):
+            raise ValueError(
+                f"sweep.params.{name}.{where}={value!r}: {name} expects {rule.describe()}"
+            )
 
 
 def make_sampler(sweep: DictConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
