@@ -228,33 +228,46 @@ cmd_rollback.options = [  # type: ignore[attr-defined]
 @command(
     "embed",
     "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> "
-    "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>]",
+    "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>] [quality.<key>=...]; "
+    "files skipped or refused by the input checks go to <output>.quarantine.csv",
 )
 def cmd_embed(args: argparse.Namespace) -> int:
     from speakerops.core import paths
-    from speakerops.eval.embed import embed_files, list_inputs, write_embeddings
+    from speakerops.core.config import compose
+    from speakerops.data.quality import QualitySettings
+    from speakerops.eval.embed import embed_inputs, quarantine_path, write_embeddings
     from speakerops.registry.package import load_encoder
 
+    checks = [o for o in args.overrides if o.startswith(("quality.", "audio.extensions="))]
     opts = _key_values(
-        args.overrides, required=("model", "input", "output"), optional=("log_dir", "channel")
+        [o for o in args.overrides if o not in checks],
+        required=("model", "input", "output"),
+        optional=("log_dir", "channel"),
     )
+    cfg = compose(checks, args.config)
     encoder = load_encoder(opts["model"], tracking_uri=paths.tracking_uri("registry"))
-    utt_ids, paths = list_inputs(opts["input"])
-    logging = "log_dir" in opts
-    batch = embed_files(encoder, paths, utt_ids, desc="speakerops embed", keep_waveforms=logging)
+    batch, quarantine = embed_inputs(
+        encoder,
+        opts["input"],
+        cfg.audio.extensions,
+        QualitySettings.from_config(cfg.quality),
+        desc="speakerops embed",
+    )
     write_embeddings(batch, opts["output"])
     print(
         f"wrote {len(batch.utt_ids)} embeddings ({encoder.embedding_dim}-dim) to {opts['output']}"
     )
-    if logging and batch.utt_ids:
-        part = _append_to_production_log(batch, opts, encoder.sample_rate)
+    if "log_dir" in opts and batch.utt_ids:
+        part = _append_to_production_log(batch, opts)
         print(f"appended {len(batch.utt_ids)} rows to the production log: {part}")
-    for path, reason in batch.failures:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    if batch.failures:
-        n = len(batch.failures)
+    for row in quarantine.itertuples():
+        print(f"skipped {row.path}: {row.reason}", file=sys.stderr)
+    if len(quarantine):
+        qpath = quarantine_path(opts["output"])
+        quarantine.to_csv(qpath, index=False)
         print(
-            f"{n} file(s) could not be embedded (listed above); the rest were written",
+            f"{len(quarantine)} file(s) could not be embedded (listed above and in {qpath}); "
+            "the rest were written",
             file=sys.stderr,
         )
     return 0 if batch.utt_ids else 2
@@ -264,7 +277,7 @@ def _str_or_none(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
+def _append_to_production_log(batch, opts: dict[str, str]):
     """Log embeddings with model version, duration, native rate, blind SNR, channel (`channel=`,
     else a manifest's `channel` column) and, for a manifest with a `speaker` column, HMAC
     pseudonyms of the speakers."""
@@ -273,7 +286,6 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
     from speakerops.core import paths
     from speakerops.core.config import compose
     from speakerops.core.keys import keyring_from_cfg
-    from speakerops.data.quality import estimate_snr_db
     from speakerops.drift.log import append_production_log
     from speakerops.registry.package import resolve_model_version
 
@@ -296,7 +308,7 @@ def _append_to_production_log(batch, opts: dict[str, str], sample_rate: int):
         model_version=version,
         durations_s=batch.durations,
         sample_rates=batch.sample_rates,
-        snr_db=[estimate_snr_db(w, sample_rate) for w in batch.waveforms],
+        snr_db=batch.snr_db,
         channels=channels,
         speaker_ids=speakers,
         keyring=keyring_from_cfg(compose([])),

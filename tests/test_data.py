@@ -12,6 +12,7 @@ from scipy.signal import resample_poly
 
 from speakerops.data import corpora
 from speakerops.data.audio import AudioError, load_audio
+from speakerops.data.listing import FileListing
 from speakerops.data.manifest import assign_splits, make_trials, read_trials, write_trials
 from speakerops.data.prepare import prepare
 
@@ -133,7 +134,7 @@ def test_voxceleb_layout_and_official_trials(tmp_path: Path) -> None:
     )
     lines = "1 id10000/vid0/00001.wav id10000/vid1/00001.wav\n0 id10000/vid0/00001.wav id10001/vid0/00001.wav\n"
     (root / "trials.txt").write_text(lines)
-    df = corpora.voxceleb_corpus(root)
+    df = corpora.voxceleb_corpus(root, FileListing())
     assert len(df) == 8 and set(df.gender) == {"m", "f"} and (df.accent == "USA").all()
     summary = prepare(
         data_cfg(
@@ -151,16 +152,16 @@ def test_voxceleb_layout_and_official_trials(tmp_path: Path) -> None:
 @pytest.mark.realdata
 def test_librispeech_adapter_on_real_layout() -> None:
     root = shared("librispeech", "test-other")
-    df = corpora.librispeech_corpus(root)
+    df = corpora.librispeech_corpus(root, FileListing())
     assert df.speaker.nunique() == 10 and len(df) == 100
     assert set(df.gender) == {"m", "f"}
 
 
 def test_unknown_corpus_and_missing_root_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.corpus='nope'"):
-        corpora.list_corpus("nope", tmp_path)
+        corpora.list_corpus("nope", tmp_path, FileListing())
     with pytest.raises(FileNotFoundError, match="directory not found"):
-        corpora.list_corpus("folder", tmp_path / "missing")
+        corpora.list_corpus("folder", tmp_path / "missing", FileListing())
 
 
 def test_segments_and_a_separate_eval_corpus(audio_folder: Path, tmp_path: Path) -> None:

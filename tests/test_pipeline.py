@@ -196,11 +196,20 @@ def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
     assert proc.returncode == 2 and "policy not found" in proc.stderr
 
 
+def speech_like(index: int, rate: int, seconds: float = 3.0) -> np.ndarray:
+    """A synthetic speaker's utterance: speech to the VAD (2.7-2.9 s of the 3 s), unlike a tone."""
+    from speakerops.data.synthetic import make_speakers, synthesize_utterance
+
+    return synthesize_utterance(make_speakers(3, seed=0)[index], 1, seconds, rate)
+
+
 def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -> None:
+    """Rates 8-44.1 kHz embed; a corrupt file and FSDD's spoken digits (0.3-0.6 s, under the
+    1 s net-speech floor) are quarantined with their reasons; the rest is written."""
     folder = tmp_path / "incoming"
-    write_wav(folder / "a16k.wav", tone(1.5, 16000))
-    write_wav(folder / "sub" / "b8k.flac", tone(1.5, 8000, 150.0), 8000)
-    write_wav(folder / "c44k.wav", tone(1.5, 44100, 180.0), 44100)
+    write_wav(folder / "a16k.wav", speech_like(0, 16000))
+    write_wav(folder / "sub" / "b8k.flac", speech_like(1, 8000), 8000)
+    write_wav(folder / "c44k.wav", speech_like(2, 44100), 44100)
     (folder / "broken.wav").write_bytes(b"not audio at all")
     fsdd = SHARED_DATA / "fsdd" / "recordings"
     if fsdd.is_dir():
@@ -217,11 +226,15 @@ def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -
         ],
         project,
     )
-    assert "broken.wav" in proc.stderr and "1 file(s) could not be embedded" in proc.stderr
+    digits = [f.name for f in sorted(fsdd.glob("*.wav"))[:3]] if fsdd.is_dir() else []
+    n_bad = 1 + len(digits)
+    assert "broken.wav" in proc.stderr and f"{n_bad} file(s) could not be embedded" in proc.stderr
+    quarantine = pd.read_csv(tmp_path / "emb.quarantine.csv")
+    reasons = dict(zip(quarantine.path.map(lambda p: Path(p).name), quarantine.reason, strict=True))
+    assert "unreadable" in reasons["broken.wav"] and len(reasons) == n_bad
+    assert all("too little speech" in reasons[d] for d in digits)
     df = pd.read_parquet(out)
-    expected = {"a16k.wav", "sub/b8k.flac", "c44k.wav"} | (
-        {f.name for f in sorted(fsdd.glob("*.wav"))[:3]} if fsdd.is_dir() else set()
-    )
+    expected = {"a16k.wav", "sub/b8k.flac", "c44k.wav"}
     assert set(df.utt_id) == expected
     emb = np.stack(df.embedding.to_list())
     assert emb.shape == (len(expected), 192) and np.all(np.isfinite(emb))
@@ -245,8 +258,8 @@ def test_embed_manifest_into_the_production_log(project: Path, tmp_path: Path) -
     from speakerops.core.keys import open_keyring
     from speakerops.drift.log import read_production_log, utterance_pseudonym
 
-    write_wav(tmp_path / "a.wav", tone(2.0, 16000))
-    write_wav(tmp_path / "b.flac", tone(2.0, 8000, 150.0), 8000)
+    write_wav(tmp_path / "a.wav", speech_like(0, 16000, 2.0))
+    write_wav(tmp_path / "b.flac", speech_like(1, 8000, 2.0), 8000)
     manifest = tmp_path / "labelled.csv"
     pd.DataFrame(
         {

@@ -137,12 +137,3 @@ def validate_waveform(
         wav = resample(wav, rate, target_rate)
         rate = target_rate
     return wav, rate
-
-
-def list_audio_files(root: str | Path) -> list[Path]:
-    """All audio files below `root`, sorted, by extension (case-insensitive)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a directory")
-    exts = audio_extensions()
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)

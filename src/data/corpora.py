@@ -1,5 +1,10 @@
 """Corpus adapters: each lists a corpus's recordings as a table (utt_id, path, speaker, metadata).
 
+Every adapter lists through one :class:`~speakerops.data.listing.FileListing`, which records
+each entry it skips (directories named like audio, dangling links, unsupported formats, files
+the layout cannot place, duplicate ids) with its reason: `prepare` writes them to the
+quarantine.
+
 - synthetic: the embedded generator (`speakerops.data.synthetic`), the default;
 - folder: `root/<speaker>/**/*.wav|flac|ogg`, optional `root/speakers.csv` with metadata;
 - librispeech: `SPK-CHAPTER-UTT.flac` anywhere below root, `SPEAKERS.TXT` for gender;
@@ -14,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from speakerops.data.audio import list_audio_files
+from speakerops.data.listing import FileListing, drop_duplicate_ids
 
 
 def _require_dir(root: str | Path | None, corpus: str) -> Path:
@@ -26,20 +31,21 @@ def _require_dir(root: str | Path | None, corpus: str) -> Path:
     return root
 
 
-def folder_corpus(root: str | Path) -> pd.DataFrame:
+def folder_corpus(root: str | Path, listing: FileListing) -> pd.DataFrame:
     """`root/<speaker>/**/<file>`: the first folder level names the speaker."""
     root = _require_dir(root, "folder")
     rows = []
-    for path in list_audio_files(root):
+    for path in listing.files(root):
         rel = path.relative_to(root)
         if len(rel.parts) < 2:
-            continue  # files directly under root carry no speaker
+            listing.skip(path, f"{path}: directly under data.root, not in a <speaker>/ folder")
+            continue
         speaker = rel.parts[0]
         utt_id = "-".join(rel.with_suffix("").parts)
         rows.append({"utt_id": utt_id, "path": str(path), "speaker": speaker})
     if not rows:
         raise ValueError(f"{root}: no audio files in <speaker>/ sub-folders")
-    df = pd.DataFrame(rows)
+    df = drop_duplicate_ids(pd.DataFrame(rows), listing, f"data.root={root}")
     meta = root / "speakers.csv"
     if meta.is_file():
         df = df.merge(pd.read_csv(meta, dtype={"speaker": str}), on="speaker", how="left")
@@ -61,13 +67,15 @@ def read_librispeech_speakers(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["speaker", "gender"])
 
 
-def librispeech_corpus(root: str | Path) -> pd.DataFrame:
+def librispeech_corpus(root: str | Path, listing: FileListing) -> pd.DataFrame:
     """LibriSpeech files `SPK-CHAPTER-UTT.flac` at any depth below root."""
     root = _require_dir(root, "librispeech")
     rows = []
-    for path in list_audio_files(root):
+    for path in listing.files(root):
         m = _LIBRI_NAME.match(path.stem)
-        if m:
+        if not m:
+            listing.skip(path, f"{path}: not a LibriSpeech name (SPK-CHAPTER-UTT)")
+        else:
             rows.append(
                 {
                     "utt_id": path.stem,
@@ -78,7 +86,7 @@ def librispeech_corpus(root: str | Path) -> pd.DataFrame:
             )
     if not rows:
         raise ValueError(f"{root}: no LibriSpeech-named files (SPK-CHAPTER-UTT.flac)")
-    df = pd.DataFrame(rows)
+    df = drop_duplicate_ids(pd.DataFrame(rows), listing, f"data.root={root}")
     for candidate in (root / "SPEAKERS.TXT", root.parent / "SPEAKERS.TXT"):
         if candidate.is_file():
             df = df.merge(read_librispeech_speakers(candidate), on="speaker", how="left")
@@ -86,19 +94,20 @@ def librispeech_corpus(root: str | Path) -> pd.DataFrame:
     return df
 
 
-def voxceleb_corpus(root: str | Path) -> pd.DataFrame:
+def voxceleb_corpus(root: str | Path, listing: FileListing) -> pd.DataFrame:
     """VoxCeleb layout `root/wav/<speaker>/<video>/<utt>.wav` (or without `wav/`)."""
     root = _require_dir(root, "voxceleb")
     base = root / "wav" if (root / "wav").is_dir() else root
     rows = []
-    for path in list_audio_files(base):
+    for path in listing.files(base):
         rel = path.relative_to(base)
         if len(rel.parts) != 3:
+            listing.skip(path, f"{path}: not in the <speaker>/<video>/<utt> layout below {base}")
             continue
         rows.append({"utt_id": rel.as_posix(), "path": str(path), "speaker": rel.parts[0]})
     if not rows:
         raise ValueError(f"{base}: no files in <speaker>/<video>/<utt>.wav layout")
-    df = pd.DataFrame(rows)
+    df = drop_duplicate_ids(pd.DataFrame(rows), listing, f"data.root={root}")
     meta = root / "vox1_meta.csv"
     if meta.is_file():
         m = pd.read_csv(meta, sep="\t")
@@ -146,11 +155,17 @@ def synthetic_corpus(out_dir: str | Path, cfg) -> pd.DataFrame:
 
 
 def list_corpus(
-    corpus: str, root: str | Path | None, synthetic_cfg=None, synthetic_dir=None
+    corpus: str,
+    root: str | Path | None,
+    listing: FileListing,
+    synthetic_cfg=None,
+    synthetic_dir=None,
 ) -> pd.DataFrame:
-    """Dispatch to the adapter named by `data.corpus`."""
+    """Dispatch to the adapter named by `data.corpus`; skipped entries go to ``listing``."""
     if corpus == "synthetic":
-        return synthetic_corpus(synthetic_dir, synthetic_cfg)
+        return drop_duplicate_ids(
+            synthetic_corpus(synthetic_dir, synthetic_cfg), listing, "the synthetic corpus"
+        )
     adapters = {
         "folder": folder_corpus,
         "librispeech": librispeech_corpus,
@@ -160,4 +175,4 @@ def list_corpus(
         raise ValueError(
             f"data.corpus={corpus!r}: expected one of synthetic, {', '.join(adapters)}"
         )
-    return adapters[corpus](root)
+    return adapters[corpus](root, listing)

@@ -1,7 +1,9 @@
 """The `prepare` stage: corpus -> manifest, speaker-disjoint splits, hashed trial lists, quarantine.
 
-Every file is decoded once; an unreadable, empty, NaN-filled, silent or too-short file goes
-to `quarantine.csv` with its reason and the run goes on. Outputs in `data.prepared_dir`:
+Every file is decoded once; an unreadable, empty, NaN-filled, silent, too-short, clipped or
+DC-shifted file goes to `quarantine.csv` with its reason and the run goes on, and so does every
+entry the file lister skipped (a directory named like audio, a dangling link, an unsupported
+format, a file the corpus layout cannot place, duplicate utterance ids). Outputs in `data.prepared_dir`:
 `manifest.csv`, `quarantine.csv`, `trials_calibration.csv`, `trials_eval.csv` (+ `.sha256`),
 `prepare.json` (counts and hashes).
 """
@@ -16,8 +18,10 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from speakerops.core.config import compose
 from speakerops.data import corpora
 from speakerops.data.audio import AudioError, load_audio
+from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing
 from speakerops.data.manifest import (
     METADATA_COLUMNS,
     assign_splits,
@@ -26,26 +30,41 @@ from speakerops.data.manifest import (
     segment_rows,
     write_trials,
 )
+from speakerops.data.quality import QualitySettings, level_refusals
 
 
-def _probe(path: str, min_duration: float) -> tuple[float, int] | str:
+def _setting(data: DictConfig, key: str):
+    """``data.<key>``; a hand-built data config without it gets the one default in conf/."""
+    value = data.get(key)
+    return compose().data[key] if value is None else value
+
+
+def _probe(path: str, min_duration: float, quality: QualitySettings) -> tuple[float, int] | str:
     """(duration, native sample rate) of a usable file, or the reason it is unusable."""
     try:
         wav, rate = load_audio(path, None, min_duration)
     except AudioError as exc:
         return str(exc)
+    refusals = level_refusals(wav, quality, path)
+    if refusals:
+        return "; ".join(r[3] for r in refusals)
     return wav.size / rate, rate
 
 
 def validate_files(
-    candidates: pd.DataFrame, min_duration: float, workers: int = 2, progress: bool = True
+    candidates: pd.DataFrame,
+    min_duration: float,
+    quality: QualitySettings,
+    workers: int = 2,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Decode every candidate; returns (usable rows with duration and sample_rate, quarantine)."""
+    """Decode and check every candidate; returns (usable rows with duration and sample_rate,
+    quarantine)."""
     paths = candidates["path"].tolist()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
             tqdm(
-                pool.map(lambda p: _probe(p, min_duration), paths),
+                pool.map(lambda p: _probe(p, min_duration, quality), paths),
                 total=len(paths),
                 desc="prepare: checking audio",
                 disable=not progress,
@@ -63,17 +82,25 @@ def validate_files(
 def _list_and_validate(
     corpus: DictConfig, data: DictConfig, progress: bool, segment: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    listing = FileListing()
     candidates = corpora.list_corpus(
-        corpus.corpus, corpus.get("root"), data.get("synthetic"), data.get("synthetic_dir")
+        corpus.corpus,
+        corpus.get("root"),
+        listing,
+        data.get("synthetic"),
+        data.get("synthetic_dir"),
     )
-    if candidates["utt_id"].duplicated().any():
-        dup = candidates.loc[candidates["utt_id"].duplicated(), "utt_id"].iloc[0]
-        raise ValueError(f"corpus {corpus.corpus}: duplicate utt_id {dup!r}")
-    good, quarantine = validate_files(
-        candidates, float(data.min_duration), int(data.get("workers", 2)), progress
+    quality = QualitySettings.from_config(_setting(data, "quality"))
+    good, bad = validate_files(
+        candidates, float(data.min_duration), quality, int(data.get("workers", 2)), progress
     )
+    quarantine = pd.concat([listing.quarantine(), bad[QUARANTINE_COLUMNS]], ignore_index=True)
     if good.empty:
-        raise ValueError(f"corpus {corpus.corpus}: no usable audio (see quarantine reasons)")
+        first = quarantine["reason"].iloc[0] if len(quarantine) else "no candidate files"
+        raise ValueError(
+            f"corpus {corpus.corpus}: no usable audio ({len(quarantine)} entries quarantined, "
+            f"e.g. {first})"
+        )
     if segment and data.get("segment_seconds"):
         good = segment_rows(good, float(data.segment_seconds), float(data.min_duration))
     return good, quarantine

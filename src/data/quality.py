@@ -1,4 +1,13 @@
-"""Input quality: the one blind SNR estimator (WADA-SNR, Kim & Stern, Interspeech 2008).
+"""Input quality, checked before an embedding can become a decision; the one SNR estimator.
+
+Checks (limits in ``conf/config.yaml`` ``quality``; each refusal names the check, the value and
+the limit): net speech seconds after voice activity detection (:mod:`speakerops.data.vad`) at
+least ``quality.min_speech_s`` (1 s by default, as the field's toolkits require of a test
+utterance), the share of clipped samples, the DC offset, and optionally a floor on the blind
+SNR estimate below. :func:`check_quality` raises :class:`QualityError`; :func:`measure_quality`
+returns the figures and the refusals without raising.
+
+Blind SNR: WADA-SNR (Kim & Stern, Interspeech 2008).
 
 WADA ("waveform amplitude distribution analysis") models clean speech samples as
 Gamma-distributed amplitudes with shape α = 0.4 and the noise as Gaussian. The statistic
@@ -28,9 +37,15 @@ between reference and production, not a per-file measurement.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+
+from speakerops.data.audio import AudioError
+from speakerops.data.vad import SpeechSegments, VadSettings, detect_speech
 
 SPEECH_GAMMA_SHAPE = 0.4
 SNR_TABLE_DB = np.arange(-20.0, 101.0, 1.0)
@@ -110,3 +125,155 @@ def estimate_snr_db(wav: np.ndarray, sample_rate: int) -> float:
         return float("nan")
     g = wada_statistic(x)
     return float(np.interp(g, _monotone_table(), SNR_TABLE_DB))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class QualityError(AudioError):
+    """Audio refused by a quality check; ``check``, ``value`` and ``limit`` say which and why."""
+
+    def __init__(self, message: str, check: str, value: float, limit: float):
+        super().__init__(message)
+        self.check, self.value, self.limit = check, value, limit
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """The ``quality`` section of the config (no defaults here: conf/ holds them)."""
+
+    min_speech_s: float
+    max_clipped_ratio: float
+    clip_level: float
+    max_dc_offset: float
+    min_snr_db: float | None
+    vad: VadSettings
+
+    @classmethod
+    def from_config(cls, q: Mapping[str, Any]) -> QualitySettings:
+        def number(key: str) -> float:
+            try:
+                value = float(q[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"quality.{key}={q[key]!r}: expected a number") from exc
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"quality.{key}={q[key]!r}: expected a finite number >= 0")
+            return value
+
+        snr = q.get("min_snr_db")
+        s = cls(
+            min_speech_s=number("min_speech_s"),
+            max_clipped_ratio=number("max_clipped_ratio"),
+            clip_level=number("clip_level"),
+            max_dc_offset=number("max_dc_offset"),
+            min_snr_db=None if snr is None else float(snr),
+            vad=VadSettings.from_config(q["vad"]),
+        )
+        if not 0.0 < s.clip_level <= 1.0:
+            raise ValueError(f"quality.clip_level={s.clip_level}: expected 0 < level <= 1")
+        return s
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """What the checks measured on one waveform, and the refusals (empty: accepted)."""
+
+    duration_s: float
+    speech: SpeechSegments
+    clipped_ratio: float
+    dc_offset: float
+    snr_db: float
+    refusals: tuple[tuple[str, float, float, str], ...]  # (check, value, limit, message)
+
+    @property
+    def speech_s(self) -> float:
+        return self.speech.speech_s
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+
+def speech_refusal(speech_s: float, min_speech_s: float, name: str) -> str | None:
+    """The refusal message for ``speech_s`` net speech seconds, or None when enough."""
+    if speech_s >= min_speech_s:
+        return None
+    return (
+        f"{name}: too little speech: {speech_s:.2f} s net speech after VAD < "
+        f"quality.min_speech_s={min_speech_s:g} s"
+    )
+
+
+def clipped_ratio(wav: np.ndarray, clip_level: float) -> float:
+    """Share of samples at full scale (|x| >= clip_level)."""
+    return float(np.mean(np.abs(wav) >= clip_level))
+
+
+def dc_offset(wav: np.ndarray) -> float:
+    """|mean sample| (full scale 1)."""
+    return float(abs(np.mean(wav, dtype=np.float64)))
+
+
+def level_refusals(
+    wav: np.ndarray, settings: QualitySettings, name: str
+) -> list[tuple[str, float, float, str]]:
+    """The sample-level checks (no VAD: cheap enough for every file `prepare` reads):
+    clipping and DC offset."""
+    out = []
+    clipped = clipped_ratio(wav, settings.clip_level)
+    if clipped > settings.max_clipped_ratio:
+        out.append(
+            (
+                "clipping",
+                clipped,
+                settings.max_clipped_ratio,
+                f"{name}: clipped: {clipped:.2%} of samples at full scale (|x| >= "
+                f"{settings.clip_level:g}) > quality.max_clipped_ratio={settings.max_clipped_ratio:g}",
+            )
+        )
+    dc = dc_offset(wav)
+    if dc > settings.max_dc_offset:
+        out.append(
+            (
+                "dc_offset",
+                dc,
+                settings.max_dc_offset,
+                f"{name}: DC offset {dc:.3f} (mean sample, full scale 1) > "
+                f"quality.max_dc_offset={settings.max_dc_offset:g}",
+            )
+        )
+    return out
+
+
+def measure_quality(wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio") -> QualityReport:
+    """Run every check on a mono float waveform in [-1, 1]."""
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise AudioError(f"{name}: expected a non-empty, finite mono waveform, got shape {x.shape}")
+    speech = detect_speech(x, sample_rate, settings.vad)
+    snr = estimate_snr_db(x, int(sample_rate)) if x.size >= 0.1 * sample_rate else float("nan")
+    refusals = []
+    msg = speech_refusal(speech.speech_s, settings.min_speech_s, name)
+    if msg:
+        refusals.append(("speech", speech.speech_s, settings.min_speech_s, msg))
+    refusals += level_refusals(x, settings, name)
+    if settings.min_snr_db is not None and not snr >= settings.min_snr_db:
+        refusals.append(
+            (
+                "snr",
+                snr,
+                settings.min_snr_db,
+                f"{name}: estimated SNR {snr:.1f} dB < quality.min_snr_db={settings.min_snr_db:g} dB",
+            )
+        )
+    clipped, dc = clipped_ratio(x, settings.clip_level), dc_offset(x)
+    return QualityReport(x.size / sample_rate, speech, clipped, dc, snr, tuple(refusals))
+
+
+def check_quality(wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio") -> QualityReport:
+    """:func:`measure_quality`, raising :class:`QualityError` (every refusal in the message)."""
+    report = measure_quality(wav, sample_rate, settings, name)
+    if report.refusals:
+        check, value, limit, _ = report.refusals[0]
+        raise QualityError("; ".join(r[3] for r in report.refusals), check, value, limit)
+    return report

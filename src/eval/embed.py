@@ -1,5 +1,10 @@
 """Batch embedding: one embedding per audio file, bad files recorded and skipped.
 
+With ``quality`` (:class:`~speakerops.data.quality.QualitySettings`, conf ``quality``) every
+waveform passes the input checks first (net speech after VAD, clipping, DC offset, optional SNR
+floor): a refused file is a failure with the named reason, never an embedding. An embedding
+that is not finite is a failure too, so nothing NaN/Inf leaves this function.
+
 `embed_files` is the core (used by evaluation and `speakerops embed`); `write_embeddings`
 stores `utt_id` + `path` + `embedding` rows as parquet (one fixed-size list column) or npz.
 """
@@ -15,8 +20,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from speakerops.data.audio import AudioError, audio_info, list_audio_files, load_audio
-from speakerops.data.manifest import read_manifest, row_spans
+from speakerops.data.audio import AudioError, audio_info, load_audio
+from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing, list_inputs
+from speakerops.data.manifest import row_spans
+from speakerops.data.quality import QualitySettings, measure_quality
 from speakerops.models.encoder import SpeakerEncoder
 
 
@@ -29,8 +36,11 @@ class EmbeddingBatch:
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     durations: list[float] = field(default_factory=list)
     sample_rates: list[int] = field(default_factory=list)
+    speech_s: list[float] = field(default_factory=list)  # net speech (NaN: not checked)
+    snr_db: list[float] = field(default_factory=list)  # WADA-SNR estimate (NaN: not checked)
     waveforms: list[np.ndarray] | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    failed_utt_ids: list[str] = field(default_factory=list)  # aligned with `failures`
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return dict(zip(self.utt_ids, self.embeddings, strict=True))
@@ -45,9 +55,11 @@ def embed_files(
     desc: str = "embedding",
     keep_waveforms: bool = False,
     spans: Sequence[tuple[float | None, float | None]] | None = None,
+    quality: QualitySettings | None = None,
 ) -> EmbeddingBatch:
     """Embed each file (or its (start, end) span in seconds) at the encoder's sample rate;
-    unreadable/empty/NaN files go to `failures`."""
+    unreadable/empty/NaN files, files refused by the ``quality`` checks and non-finite
+    embeddings go to `failures` as (path, reason)."""
     encoder.eval()
     utt_ids = list(utt_ids) if utt_ids is not None else [str(p) for p in paths]
     out = EmbeddingBatch(waveforms=[] if keep_waveforms else None)
@@ -60,8 +72,24 @@ def embed_files(
             native_rate = audio_info(path).sample_rate
         except AudioError as exc:
             out.failures.append((str(path), str(exc)))
+            out.failed_utt_ids.append(str(utt))
             continue
-        rows.append(encoder(torch.from_numpy(wav)[None])[0].numpy())
+        speech, snr = float("nan"), float("nan")
+        if quality is not None:
+            report = measure_quality(wav, encoder.sample_rate, quality, str(path))
+            if report.refusals:
+                out.failures.append((str(path), "; ".join(r[3] for r in report.refusals)))
+                out.failed_utt_ids.append(str(utt))
+                continue
+            speech, snr = report.speech_s, report.snr_db
+        emb = encoder(torch.from_numpy(wav)[None])[0].numpy()
+        if not np.all(np.isfinite(emb)):
+            out.failures.append((str(path), f"{path}: the encoder gave a non-finite embedding"))
+            out.failed_utt_ids.append(str(utt))
+            continue
+        rows.append(emb)
+        out.speech_s.append(speech)
+        out.snr_db.append(snr)
         out.utt_ids.append(str(utt))
         out.paths.append(str(path))
         out.durations.append(wav.size / encoder.sample_rate)
@@ -74,10 +102,14 @@ def embed_files(
 
 
 def embed_rows(
-    encoder: SpeakerEncoder, rows: pd.DataFrame, progress: bool = True, desc: str = "embedding"
+    encoder: SpeakerEncoder,
+    rows: pd.DataFrame,
+    progress: bool = True,
+    desc: str = "embedding",
+    quality: QualitySettings | None = None,
 ) -> EmbeddingBatch:
     """Embed the rows of a manifest: whole files, or the `start`/`end` segment of a row of a
-    segmented corpus (:func:`speakerops.data.manifest.row_spans`)."""
+    segmented corpus (:func:`speakerops.data.manifest.row_spans`), checked with ``quality``."""
     return embed_files(
         encoder,
         rows["path"].tolist(),
@@ -85,21 +117,34 @@ def embed_rows(
         progress,
         desc,
         spans=row_spans(rows),
+        quality=quality,
     )
 
 
-def list_inputs(input_path: str | Path) -> tuple[list[str], list[str]]:
-    """(utt_ids, paths) of a folder of audio (ids relative to it) or a manifest CSV."""
-    input_path = Path(input_path)
-    if input_path.is_dir():
-        files = list_audio_files(input_path)
-        if not files:
-            raise ValueError(f"{input_path}: no .wav/.flac/.ogg files found")
-        return [f.relative_to(input_path).as_posix() for f in files], [str(f) for f in files]
-    if input_path.suffix.lower() == ".csv" and input_path.is_file():
-        m = read_manifest(input_path)
-        return m["utt_id"].astype(str).tolist(), m["path"].astype(str).tolist()
-    raise ValueError(f"input={input_path}: expected a folder of audio files or a manifest .csv")
+def embed_inputs(
+    encoder: SpeakerEncoder,
+    input_path: str | Path,
+    extensions: Sequence[str],
+    quality: QualitySettings,
+    desc: str = "embedding",
+    progress: bool = True,
+) -> tuple[EmbeddingBatch, pd.DataFrame]:
+    """Embed a folder of audio or a manifest CSV: (batch, quarantine rows ``utt_id``, ``path``,
+    ``reason`` of every entry skipped by the lister or refused by the checks)."""
+    listing = FileListing(extensions)
+    utt_ids, paths, spans = list_inputs(input_path, listing)
+    batch = embed_files(encoder, paths, utt_ids, progress, desc, spans=spans, quality=quality)
+    refused = pd.DataFrame(
+        [(u, p, r) for u, (p, r) in zip(batch.failed_utt_ids, batch.failures, strict=True)],
+        columns=QUARANTINE_COLUMNS,
+    )
+    return batch, pd.concat([listing.quarantine(), refused], ignore_index=True)
+
+
+def quarantine_path(output: str | Path) -> Path:
+    """Where ``speakerops embed`` records what it skipped: ``<output stem>.quarantine.csv``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.quarantine.csv")
 
 
 def write_embeddings(batch: EmbeddingBatch, output: str | Path) -> Path:

@@ -30,6 +30,7 @@ from speakerops.core.mlflow import client as store_client
 from speakerops.core.policy import operating_point
 from speakerops.data.manifest import make_trials, read_manifest, read_trials
 from speakerops.data.prepare import build_manifest
+from speakerops.data.quality import QualitySettings
 from speakerops.eval.assess import AssessSettings, assess
 from speakerops.eval.baseline import mean_mfcc_embeddings
 from speakerops.eval.calibration import LinearCalibration, QualityCalibration, log_min_duration
@@ -62,16 +63,51 @@ __all__ = [
 
 
 def embed_split(
-    encoder: SpeakerEncoder, manifest: pd.DataFrame, utt_ids: set[str], desc: str, progress: bool
+    encoder: SpeakerEncoder,
+    manifest: pd.DataFrame,
+    utt_ids: set[str],
+    desc: str,
+    progress: bool,
+    quality: QualitySettings | None = None,
+    refused: list[tuple[str, str]] | None = None,
 ) -> EmbeddingBatch:
     """Embeddings of the manifest's ``utt_ids`` (each row's segment when the corpus is
-    segmented); a prepared file that fails to load is an error (prepare already quarantined
-    the bad ones)."""
+    segmented); a file that fails to load is an error naming it (prepare already quarantined
+    the bad ones).
+
+    With ``quality`` each utterance passes the input checks first: a refused utterance is an
+    error too (nothing is scored on audio too short or too poor), unless ``refused`` is a
+    list, which then receives (utt_id, reason) and the utterance is embedded anyway
+    (``quality.evaluation: report``)."""
     rows = manifest[manifest["utt_id"].isin(utt_ids)]
-    batch = embed_rows(encoder, rows, progress, desc)
+    batch = embed_rows(encoder, rows, progress, desc, quality)
+    if batch.failures and refused is not None:
+        retry = rows[rows["utt_id"].astype(str).isin(batch.failed_utt_ids)]
+        again = embed_rows(encoder, retry, False, desc)
+        if not again.failures:
+            refused.extend(
+                (u, r) for u, (_, r) in zip(batch.failed_utt_ids, batch.failures, strict=True)
+            )
+            merged = {
+                u: (p, e, d, r)
+                for b in (batch, again)
+                for u, p, e, d, r in zip(
+                    b.utt_ids, b.paths, b.embeddings, b.durations, b.sample_rates, strict=True
+                )
+            }
+            order = [u for u in rows["utt_id"].astype(str) if u in merged]
+            batch = EmbeddingBatch(
+                utt_ids=order,
+                paths=[merged[u][0] for u in order],
+                embeddings=np.stack([merged[u][1] for u in order]).astype(np.float32),
+                durations=[merged[u][2] for u in order],
+                sample_rates=[merged[u][3] for u in order],
+            )
     if batch.failures:
+        shown = "; ".join(reason for _, reason in batch.failures[:3])
         raise ValueError(
-            f"{len(batch.failures)} prepared files failed to load, e.g. {batch.failures[0]}"
+            f"{desc}: {len(batch.failures)} of {len(rows)} trial utterances failed to load or "
+            f"were refused by the input checks, so none is scored: {shown}"
         )
     return batch
 
@@ -164,11 +200,22 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     cal_set = load_trial_set(prepared, "calibration", manifest)
 
     norm = _normalization(cfg, encoder, manifest, progress)
+    quality = QualitySettings.from_config(cfg.quality)
+    mode = str(cfg.quality.get("evaluation", "refuse"))
+    if mode not in ("refuse", "report"):
+        raise ValueError(f"quality.evaluation={mode!r}: expected refuse or report")
+    refused: list[tuple[str, str]] | None = [] if mode == "report" else None
     cal_batch = embed_split(
-        encoder, manifest, cal_set.utterances, "embedding calibration split", progress
+        encoder,
+        manifest,
+        cal_set.utterances,
+        "embedding calibration split",
+        progress,
+        quality,
+        refused,
     )
     eval_batch = embed_split(
-        encoder, manifest, eval_set.utterances, "embedding eval split", progress
+        encoder, manifest, eval_set.utterances, "embedding eval split", progress, quality, refused
     )
     cal_scores = norm.score(cal_batch.as_dict(), cal_set.table)
     eval_scores = norm.score(eval_batch.as_dict(), eval_set.table)
@@ -209,6 +256,12 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
                 "settings": settings.describe(),
                 "figures": model.figures,
                 "bias": model.bias,
+                "input_quality": {
+                    "mode": mode,
+                    "min_speech_s": quality.min_speech_s,
+                    "n_checked": len(cal_set.utterances | eval_set.utterances),
+                    "refused_but_scored": [{"utt_id": u, "reason": r} for u, r in refused or []],
+                },
             }
         )
     )

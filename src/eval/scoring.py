@@ -17,10 +17,16 @@ a stated operating point without re-declaring anything::
 
     encoder = load_encoder("models:/speaker-encoder@champion")
     scorer = Scorer.from_encoder(encoder)
-    e, t = encoder.embed(wav_a, 16000), encoder.embed(wav_b, 8000)
-    scorer.verify(e, t, durations=(len(wav_a) / 16000, len(wav_b) / 8000))
+    quality = QualitySettings.from_config(compose().quality)  # conf `quality`
+    verify_audio(encoder, scorer, (wav_a, 16000), (wav_b, 8000), quality)
     # at the packaged operating point, e.g. P_target 0.01:
-    # {'score': ..., 'llr': ..., 'threshold': 4.595..., 'accept': False, 'p_target': 0.01}
+    # {'score': ..., 'llr': ..., 'threshold': 4.595..., 'accept': False, 'p_target': 0.01,
+    #  'enroll_speech_s': ..., 'test_speech_s': ...}
+
+:func:`verify_audio` is the scoring entry point for audio: both sides pass the input checks
+(net speech after VAD, clipping, DC offset; :mod:`speakerops.data.quality`) before anything is
+embedded, and a refusal raises :class:`~speakerops.data.quality.QualityError` naming the side,
+the check, the value and the limit: no decision is made on audio too short or too poor.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from speakerops.data.quality import QualitySettings, check_quality
 from speakerops.eval.calibration import (
     LinearCalibration,
     QualityCalibration,
@@ -54,6 +61,7 @@ __all__ = [
     "select_cohort_speakers",
     "speaker_means",
     "system_scores",
+    "verify_audio",
 ]
 
 METHODS = ("cosine", "asnorm")
@@ -352,3 +360,29 @@ def system_scores(
             scores, t["enroll_duration"].to_numpy(float), t["duration"].to_numpy(float)
         )
     return scores, scorer.to_llr(scores)
+
+
+def verify_audio(
+    encoder: Any,
+    scorer: Scorer,
+    enroll: tuple[np.ndarray, int],
+    test: tuple[np.ndarray, int],
+    quality: QualitySettings,
+    p_target: float | None = None,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> dict[str, Any]:
+    """Check, embed and score one (enrollment, test) pair of ``(waveform, sample_rate)`` at
+    ``p_target`` (default: the packaged operating point); raises
+    :class:`~speakerops.data.quality.QualityError` naming the side when either is refused."""
+    speech = [
+        check_quality(np.asarray(wav, np.float32), int(rate), quality, side).speech_s
+        for side, (wav, rate) in (("enroll", enroll), ("test", test))
+    ]
+    e, t = encoder.embed(enroll[0], int(enroll[1])), encoder.embed(test[0], int(test[1]))
+    for side, emb in (("enroll", e), ("test", t)):
+        if not np.all(np.isfinite(emb)):
+            raise ValueError(f"{side}: the encoder gave a non-finite embedding; nothing scored")
+    durations = (len(enroll[0]) / int(enroll[1]), len(test[0]) / int(test[1]))
+    out = scorer.verify(e, t, p_target, durations, c_miss, c_fa)
+    return {**out, "enroll_speech_s": speech[0], "test_speech_s": speech[1]}

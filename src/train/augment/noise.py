@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from speakerops.data.audio import audio_extensions, list_audio_files
+from speakerops.data.audio import audio_extensions
 from speakerops.data.channel.level import EPS_POWER, power, randint, uniform
 from speakerops.data.channel.noise import NOISE_COLORS, add_at_snr, colored_noise
+from speakerops.data.listing import list_audio_files
 from speakerops.train.augment.bank import AudioBank
 from speakerops.train.augment.base import Augmentation, check_p, check_range, to_plain
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from speakerops.data.audio import audio_extensions, list_audio_files
+from speakerops.data.audio import audio_extensions
 from speakerops.data.channel.level import randint
 from speakerops.data.channel.room import noise_rir, prepare_rir, reverberate, room_rir
+from speakerops.data.listing import list_audio_files
 from speakerops.train.augment.bank import AudioBank
 from speakerops.train.augment.base import Augmentation, check_p, check_range
 
