@@ -247,3 +247,32 @@ def test_embed_quality_overrides_apply(speech, tmp_path: Path, monkeypatch, caps
     )
     with np.load(out) as z:
         assert z["utt_id"].tolist() == ["half.wav"] and np.all(np.isfinite(z["embedding"]))
+
+
+def test_evaluation_refuses_or_reports_trial_audio_with_too_little_speech(
+    speech, quality, tmp_path: Path
+) -> None:
+    """`quality.evaluation: refuse` stops before scoring, naming the utterance and the reason;
+    `report` lists it and embeds it exactly as an unchecked run would (the figures stay)."""
+    from speakerops.eval.evaluate import embed_split
+
+    wav, rate = speech
+    write_wav(tmp_path / "long.wav", wav, rate)
+    write_wav(tmp_path / "short.wav", wav[3 * rate : int(3.5 * rate)], rate)
+    manifest = pd.DataFrame(
+        {
+            "utt_id": ["u-long", "u-short"],
+            "path": [str(tmp_path / n) for n in ("long.wav", "short.wav")],
+        }
+    )
+    encoder = small_encoder().eval()
+    ids = {"u-long", "u-short"}
+    with pytest.raises(ValueError, match="1 of 2 trial utterances .* too little speech"):
+        embed_split(encoder, manifest, ids, "eval split", False, quality)
+    refused: list[tuple[str, str]] = []
+    batch = embed_split(encoder, manifest, ids, "eval split", False, quality, refused)
+    assert [u for u, _ in refused] == ["u-short"] and "too little speech" in refused[0][1]
+    plain = embed_split(encoder, manifest, ids, "eval split", False)
+    assert batch.utt_ids == plain.utt_ids == ["u-long", "u-short"]
+    np.testing.assert_array_equal(batch.embeddings, plain.embeddings)
+    assert batch.durations == plain.durations and batch.sample_rates == plain.sample_rates
