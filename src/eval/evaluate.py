@@ -260,7 +260,8 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
                     "mode": mode,
                     "min_speech_s": quality.min_speech_s,
                     "n_checked": len(cal_set.utterances | eval_set.utterances),
-                    "refused_but_scored": [{"utt_id": u, "reason": r} for u, r in refused or []],
+                    # reasons without the file or utterance id (both may name a speaker)
+                    "refused_but_scored": sorted(r.split(": ", 1)[-1] for _, r in refused or []),
                 },
             }
         )
