@@ -133,6 +133,17 @@ RULES: dict[str, Rule] = {
     "audio.extensions": Rule("str", items=True),
     "keys.keyring": TEXT,
     "keys.master_key_file": OPTIONAL_TEXT,
+    # input checks before audio becomes a decision
+    "quality.min_speech_s": number(ge=0),
+    "quality.max_clipped_ratio": PROBABILITY,
+    "quality.clip_level": number(gt=0, le=1),
+    "quality.max_dc_offset": number(ge=0, le=1),
+    "quality.min_snr_db": number(nullable=True),
+    "quality.vad.threshold": PROBABILITY,
+    "quality.vad.neg_threshold": PROBABILITY,
+    "quality.vad.min_speech_ms": integer(ge=0),
+    "quality.vad.min_silence_ms": integer(ge=0),
+    "quality.vad.speech_pad_ms": integer(ge=0),
     "mlflow.experiment": TEXT,
     "mlflow.run_name": OPTIONAL_TEXT,
     # optimisation (train stage)
