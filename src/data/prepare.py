@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from speakerops.core.config import compose
+from speakerops.data.pins import write_trial_inputs
 from speakerops.data import corpora
 from speakerops.data.audio import AudioError, load_audio
 from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing
@@ -155,7 +156,7 @@ def prepare(data: DictConfig, progress: bool = True) -> dict:
     manifest[columns + extra].to_csv(out / "manifest.csv", index=False)
     quarantine.to_csv(out / "quarantine.csv", index=False)
     t = data.trials
-    hashes = {}
+    hashes, input_hashes = {}, {}
     for split in ("calibration", "eval"):
         rows = manifest[manifest["split"] == split]
         if split == "eval" and data.get("official_trials"):
@@ -167,6 +168,7 @@ def prepare(data: DictConfig, progress: bool = True) -> dict:
         else:
             continue
         hashes[split] = write_trials(trials, out / f"trials_{split}.csv")
+        input_hashes[split] = write_trial_inputs(trials, manifest, out / f"trials_{split}.csv")
     summary = {
         "corpus": data.corpus,
         "n_utterances": int(len(manifest)),
@@ -176,6 +178,7 @@ def prepare(data: DictConfig, progress: bool = True) -> dict:
             for s in ("train", "calibration", "eval")
         },
         "trial_hashes": hashes,
+        "trial_input_hashes": input_hashes,
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -18,6 +18,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from speakerops.data.manifest import read_manifest, read_trials
+from speakerops.data.pins import check_trial_inputs
 
 __all__ = ["TrialSet", "load_trial_set", "trial_table", "validate_trials"]
 
@@ -30,6 +31,7 @@ class TrialSet:
     path: Path
     sha256: str
     table: pd.DataFrame  # enroll, test, label, enroll_speaker, speaker, enroll_duration, duration, <col>, enroll_<col>
+    inputs_sha256: str | None = None  # the pinned manifest rows + audio bytes behind the list
 
     @property
     def labels(self) -> np.ndarray:
@@ -44,7 +46,8 @@ def load_trial_set(
     prepared_dir: str | Path, split: str, manifest: pd.DataFrame | None = None
 ) -> TrialSet:
     """`trials_<split>.csv` joined with the manifest; refuses a list whose bytes no longer
-    match the `.sha256` written beside it by `prepare`."""
+    match the `.sha256` written beside it by `prepare`, and a list whose manifest rows or
+    audio bytes no longer match the pin `prepare` wrote (:mod:`speakerops.data.pins`)."""
     prepared = Path(prepared_dir)
     path = prepared / f"trials_{split}.csv"
     trials, sha = read_trials(path)
@@ -58,7 +61,8 @@ def load_trial_set(
             )
     if manifest is None:
         manifest = read_manifest(prepared / "manifest.csv")
-    return TrialSet(split, path, sha, trial_table(trials, manifest))
+    inputs = check_trial_inputs(path, trials, manifest)
+    return TrialSet(split, path, sha, trial_table(trials, manifest), inputs)
 
 
 def trial_table(trials: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:

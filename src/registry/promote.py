@@ -200,6 +200,7 @@ def _promote_locked(
         "trials": {
             "path": str(trials.path),
             "sha256": trials.sha256,
+            "inputs_sha256": trials.inputs_sha256,
             "n_trials": int(len(trials.table)),
             "n_target": int(trials.labels.sum()),
             "n_enroll_speakers": int(trials.table["enroll_speaker"].nunique()),
