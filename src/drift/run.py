@@ -33,7 +33,15 @@ from speakerops.drift.checks import check_drift
 from speakerops.drift.config import drift_config
 from speakerops.drift.log import read_production_log, to_utc
 from speakerops.drift.reference import load_champion_reference
+from speakerops.drift.report import render_report
 from speakerops.drift.results import DriftRefusal, DriftResult
+from speakerops.drift.retrain import retraining_command, trigger_retraining
+from speakerops.drift.tickets import (
+    github_from_config,
+    load_ticket,
+    open_or_update_ticket,
+    record_retraining,
+)
 from speakerops.registry.reference import Reference, load_reference
 
 log = logging.getLogger("speakerops.drift")
@@ -98,9 +106,6 @@ def _run_dir(d) -> Path:
 
 
 def _retrain(d, ticket_id: str | None, out_dir: Path) -> dict[str, Any]:
-    from speakerops.drift.retrain import retraining_command, trigger_retraining
-    from speakerops.drift.tickets import load_ticket, record_retraining
-
     r = d.retrain
     if not r.enabled:
         return {"status": "disabled"}
@@ -293,8 +298,6 @@ def _main(
         bar.set_postfix_str(STEPS[3])
         t0 = time.perf_counter()
         if d.report.enabled:
-            from speakerops.drift.report import render_report
-
             report = render_report(
                 result, d, out_dir / "report.html", context={"window": summary["window"]}
             )
@@ -307,8 +310,6 @@ def _main(
         code = 0
         ticket_id = None
         if result.drifted:
-            from speakerops.drift.tickets import github_from_config, open_or_update_ticket
-
             gh, gh_warning = github_from_config(d.tickets.github)
             if gh_warning:
                 result.warnings.append(gh_warning)
