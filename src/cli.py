@@ -389,6 +389,56 @@ def cmd_drift_demo(args: argparse.Namespace) -> int:
     return run_drift_demo(args.overrides)
 
 
+@command("serve", "the verification service (FastAPI on serve.host:serve.port, OpenAPI at /docs)")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from speakerops.serve.app import run
+
+    run(_cfg(args))
+    return 0
+
+
+@command(
+    "serve-token", "issue a bearer token for a tenant of the service: `serve-token tenant=<name>`"
+)
+def cmd_serve_token(args: argparse.Namespace) -> int:
+    from speakerops.serve.tokens import issue_token
+
+    opts = _key_values(args.overrides[:1], ("tenant",))
+    cfg = _cfg(argparse.Namespace(overrides=args.overrides[1:], config=args.config))
+    token_id, token = issue_token(cfg.serve.tokens, opts["tenant"])
+    print(f"tenant {opts['tenant']}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
+    print(token)
+    return 0
+
+
+def _client_command(action: str):
+    def run(args: argparse.Namespace) -> int:
+        from speakerops.serve.client import ClientError, run_command
+
+        try:
+            _print_json(run_command(action, args.url, args.tenant, args.token, args.overrides))
+        except ClientError as exc:
+            print(f"speakerops {action}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    run.options = [  # type: ignore[attr-defined]
+        (("--url",), {"default": "http://127.0.0.1:8000", "help": "the service"}),
+        (("--tenant",), {"required": True}),
+        (("--token",), {"help": "bearer token (default: $SPEAKEROPS_TOKEN)"}),
+    ]
+    return run
+
+
+for _action, _usage in (
+    ("enroll", "SPEAKER FILE [FILE...]: enroll a speaker with the service"),
+    ("verify", "SPEAKER FILE: verify a claimed speaker with the service"),
+    ("identify", "FILE: identify the speaker among the enrolled ones (or 'unknown')"),
+    ("forget", "SPEAKER: delete a speaker's template from the service"),
+):
+    command(_action, _usage)(_client_command(_action))
+
+
 @command("ui", "start the MLflow UI on the embedded store (http://127.0.0.1:5000)")
 def cmd_ui(args: argparse.Namespace) -> int:
     import os

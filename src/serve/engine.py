@@ -1,0 +1,395 @@
+"""The service's logic: enroll, verify, identify and delete, framework-free (the app wraps it).
+
+Decisions are the product's: the packaged model's score normalization (AS-norm cohort) and
+calibration (:class:`speakerops.eval.scoring.Scorer`) give a normalized score and a calibrated
+LLR; the decision is the Bayes decision at the operating point of ``serve.policy`` (the
+registry's ``policy.yaml``), accept iff llr >= θ. A request may ask for a stricter operating
+point (a smaller ``p_target``, i.e. a higher θ), never a laxer one. Identification is open-set:
+"unknown" when the best LLR is below θ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from speakerops.core.keys import Keyring
+from speakerops.core.policy import bayes_threshold, load_policy
+from speakerops.drift.log import append_production_log
+from speakerops.eval.scoring import Scorer, l2_normalize
+from speakerops.registry.audit import append_audit
+from speakerops.serve.errors import ServeError
+from speakerops.serve.intake import Utterance, intake
+from speakerops.serve.metrics import Metrics
+from speakerops.serve.settings import ServeSettings
+from speakerops.serve.store import Template, TemplateStore
+from speakerops.serve.tokens import check_tenant
+
+ENROLL_MODES = ("replace", "add")
+
+
+@dataclass
+class _Attempt:
+    at: float
+    audio_sha256: str
+    embedding: np.ndarray  # normalized
+
+
+def _check_speaker_id(speaker_id: str) -> str:
+    if not isinstance(speaker_id, str) or not (1 <= len(speaker_id) <= 200) or "\x00" in speaker_id:
+        raise ServeError(422, "speaker.id", "speaker_id must be 1-200 characters")
+    return speaker_id
+
+
+class Service:
+    """One loaded model, one template store, one keyring (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        encoder: Any,
+        *,
+        model_name: str,
+        model_version: str,
+        keyring: Keyring,
+        store: TemplateStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.model_name, self.model_version = model_name, model_version
+        self.keyring, self.store, self.metrics = keyring, store, metrics
+        self.scorer = Scorer.from_encoder(encoder)
+        if self.scorer.calibration is None:
+            raise ValueError(
+                f"serve.model={settings.model}: the model carries no calibration; the service "
+                "decides on calibrated LLRs (register the model through `speakerops register`)"
+            )
+        keyring.pseudonym_key()  # a wrong or missing master key fails now, not per request
+        policy = load_policy(settings.policy)
+        self.operating_point = dict(policy.operating_point)
+        self.threshold = policy.threshold
+        self._recent: dict[str, deque[_Attempt]] = {}
+        self._lock = threading.Lock()
+        metrics.model_info(model_name, model_version)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _intake(self, name: str, data: bytes) -> Utterance:
+        try:
+            return intake(
+                self.encoder,
+                name,
+                data,
+                quality=self.settings.quality,
+                min_sample_rate=self.settings.min_sample_rate,
+            )
+        except ServeError as exc:
+            self.metrics.refusal(exc.code)
+            raise
+
+    def _llr(self, templates: np.ndarray, durations: np.ndarray, utt: Utterance) -> tuple:
+        t = np.atleast_2d(templates)
+        probe = np.repeat(utt.embedding[None], t.shape[0], axis=0)
+        raw = np.einsum("ij,ij->i", l2_normalize(t), l2_normalize(probe))
+        norm = self.scorer.normalization.score_pairs(t, probe)
+        llr = self.scorer.to_llr(norm, durations, np.full(t.shape[0], utt.duration_s))
+        return raw, norm, np.asarray(llr, dtype=np.float64)
+
+    def _threshold(self, p_target: float | None) -> tuple[float, dict[str, float]]:
+        if p_target is None:
+            return self.threshold, self.operating_point
+        op = {**self.operating_point, "p_target": float(p_target)}
+        try:
+            theta = bayes_threshold(op["p_target"], op["c_miss"], op["c_fa"])
+        except ValueError as exc:
+            raise ServeError(422, "request.p_target", f"p_target={p_target!r}: {exc}") from exc
+        if theta < self.threshold:
+            raise ServeError(
+                422,
+                "request.p_target",
+                f"p_target={p_target:g} gives LLR threshold {theta:.3f}, laxer than the policy's "
+                f"{self.threshold:.3f} (p_target {self.operating_point['p_target']:g}); a request "
+                "may only ask for a stricter operating point",
+            )
+        return theta, op
+
+    def _log(
+        self, tenant: str, utts: list[Utterance], speaker_id: str | None, channel: str | None
+    ) -> None:
+        append_production_log(
+            self.settings.production_log,
+            np.stack([u.embedding for u in utts]),
+            utt_ids=[f"req-{uuid.uuid4().hex}" for _ in utts],
+            model_name=self.model_name,
+            model_version=self.model_version,
+            durations_s=[u.duration_s for u in utts],
+            sample_rates=[u.sample_rate for u in utts],
+            snr_db=[u.snr_db for u in utts],
+            channels=[channel] * len(utts),
+            speaker_ids=[None if speaker_id is None else f"{tenant}:{speaker_id}"] * len(utts),
+            keyring=self.keyring,
+        )
+
+    def _audit(self, action: str, tenant: str, token_id: str, **fields: Any) -> None:
+        append_audit(
+            self.settings.audit_log,
+            {
+                "action": action,
+                "tenant": tenant,
+                "token_id": token_id,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                **fields,
+            },
+            keyring=self.keyring,
+        )
+
+    def _check_version(self, tpl: Template) -> None:
+        if (tpl.model_name, tpl.model_version) != (self.model_name, self.model_version):
+            raise ServeError(
+                409,
+                "template.version",
+                f"the template was made with {tpl.model_name} version {tpl.model_version}, this "
+                f"service runs {self.model_name} version {self.model_version}: scores across "
+                "model versions are not comparable; re-enroll the speaker",
+                template_model_version=tpl.model_version,
+                service_model_version=self.model_version,
+            )
+
+    # -- enroll ----------------------------------------------------------------------------
+    def enroll(
+        self,
+        tenant: str,
+        token_id: str,
+        speaker_id: str,
+        files: list[tuple[str, bytes]],
+        mode: str = "replace",
+        channel: str | None = None,
+    ) -> dict[str, Any]:
+        check_tenant(tenant)
+        _check_speaker_id(speaker_id)
+        if mode not in ENROLL_MODES:
+            raise ServeError(422, "enroll.mode", f"mode={mode!r}: expected one of {ENROLL_MODES}")
+        if not files:
+            raise ServeError(422, "enroll.files", "no audio files in the request (field `files`)")
+        if len(files) > self.settings.max_files:
+            raise ServeError(
+                422,
+                "enroll.files",
+                f"{len(files)} files > serve.upload.max_files={self.settings.max_files}",
+            )
+        utts = [self._intake(name, data) for name, data in files]
+        self._check_consistency(utts)
+        key = self.store.speaker_key(tenant, speaker_id)
+        tpl = self.store.put(
+            tenant,
+            speaker_id,
+            np.stack([u.embedding for u in utts]),
+            model_name=self.model_name,
+            model_version=self.model_version,
+            durations_s=[u.duration_s for u in utts],
+            audio_keys=[self.store.audio_key(tenant, u.audio_sha256) for u in utts],
+            mode=mode,
+        )
+        self._log(tenant, utts, speaker_id, channel)
+        self._audit(
+            "serve.enroll",
+            tenant,
+            token_id,
+            speaker_key=key,
+            template_version=tpl.template_version,
+            mode=mode,
+            utterances=len(utts),
+        )
+        self.metrics.enrolled()
+        return {
+            "tenant": tenant,
+            "speaker_id": speaker_id,
+            "mode": mode,
+            "template_version": tpl.template_version,
+            "utterances": int(tpl.embeddings.shape[0]),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "files": [u.summary() for u in utts],
+        }
+
+    def _check_consistency(self, utts: list[Utterance]) -> None:
+        if len(utts) < 2:
+            return
+        emb = l2_normalize(np.stack([u.embedding for u in utts]))
+        for i, u in enumerate(utts):
+            others = np.delete(emb, i, axis=0)
+            dur = float(np.mean([o.duration_s for j, o in enumerate(utts) if j != i]))
+            _, _, llr = self._llr(others.mean(axis=0, keepdims=True), np.array([dur]), u)
+            limit = self.settings.consistency_min_llr
+            if llr[0] < limit:
+                self.metrics.refusal("enroll.consistency")
+                raise ServeError(
+                    422,
+                    "enroll.consistency",
+                    f"{u.name}: does not match the other utterances of the enrollment "
+                    f"(LLR {llr[0]:.2f} < serve.enroll.consistency_min_llr={limit:g}): a "
+                    "different speaker? nothing was stored",
+                    file=u.name,
+                    check="consistency",
+                    value=float(llr[0]),
+                    limit=float(limit),
+                )
+
+    # -- verify ----------------------------------------------------------------------------
+    def verify(
+        self,
+        tenant: str,
+        speaker_id: str,
+        file: tuple[str, bytes],
+        p_target: float | None = None,
+        channel: str | None = None,
+    ) -> dict[str, Any]:
+        check_tenant(tenant)
+        _check_speaker_id(speaker_id)
+        theta, op = self._threshold(p_target)
+        key = self.store.speaker_key(tenant, speaker_id)
+        tpl = self.store.get(tenant, key)
+        if tpl is None:
+            raise ServeError(
+                404,
+                "speaker.unknown",
+                f"speaker {speaker_id!r} is not enrolled for tenant {tenant!r}",
+            )
+        self._check_version(tpl)
+        utt = self._intake(*file)
+        raw, norm, llr = self._llr(tpl.vector[None], np.array([tpl.duration_s]), utt)
+        flags = self._replay_flags(tenant, utt, tpl)
+        accept = bool(llr[0] >= theta)
+        if flags and self.settings.replay_action == "refuse":
+            self.metrics.replay(refused=True)
+            raise ServeError(
+                409, "replay", f"{utt.name}: replay suspected ({', '.join(flags)}); refused",
+                flags=flags,
+            )  # fmt: skip
+        if flags:
+            self.metrics.replay(refused=False)
+        self._log(tenant, [utt], speaker_id, channel)
+        self.metrics.decision("verify", "accept" if accept else "reject")
+        return {
+            "tenant": tenant,
+            "speaker_id": speaker_id,
+            "decision": "accept" if accept else "reject",
+            "accept": accept,
+            "raw_score": float(raw[0]),
+            "normalized_score": float(norm[0]),
+            "llr": float(llr[0]),
+            "threshold": float(theta),
+            "operating_point": op,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "flags": {"replay_suspected": flags, "low_quality": self._low_quality(utt)},
+            "audio": utt.summary(),
+        }
+
+    def _low_quality(self, utt: Utterance) -> list[str]:
+        out = []
+        q = self.settings.quality
+        if utt.speech_s < 2 * q.min_speech_s:
+            out.append(f"net speech {utt.speech_s:.2f} s is under twice the minimum")
+        if np.isfinite(utt.snr_db) and utt.snr_db < 10.0:
+            out.append(f"estimated SNR {utt.snr_db:.1f} dB under 10 dB")
+        return out
+
+    def _replay_flags(self, tenant: str, utt: Utterance, tpl: Template | None) -> list[str]:
+        s = self.settings
+        now = time.monotonic()
+        e = l2_normalize(utt.embedding[None])[0]
+        flags: list[str] = []
+        with self._lock:
+            recent = self._recent.setdefault(tenant, deque(maxlen=s.replay_max_recent))
+            while recent and now - recent[0].at > s.replay_window_s:
+                recent.popleft()
+            if any(a.audio_sha256 == utt.audio_sha256 for a in recent):
+                flags.append("same audio as a recent attempt")
+            elif any(float(a.embedding @ e) >= s.replay_similarity for a in recent):
+                flags.append("near-identical embedding to a recent attempt")
+            recent.append(_Attempt(now, utt.audio_sha256, e))
+        if tpl is not None:
+            if self.store.audio_key(tenant, utt.audio_sha256) in tpl.audio_keys:
+                flags.append("same audio as an enrollment utterance")
+            elif float(np.max(l2_normalize(tpl.embeddings) @ e)) >= s.replay_similarity:
+                flags.append("near-identical embedding to an enrollment utterance")
+        return flags
+
+    # -- identify --------------------------------------------------------------------------
+    def identify(
+        self,
+        tenant: str,
+        file: tuple[str, bytes],
+        top_k: int | None = None,
+        p_target: float | None = None,
+        channel: str | None = None,
+    ) -> dict[str, Any]:
+        check_tenant(tenant)
+        k = self.settings.top_k if top_k is None else int(top_k)
+        if not 1 <= k <= self.settings.max_top_k:
+            raise ServeError(
+                422, "request.top_k", f"top_k={top_k}: expected 1..{self.settings.max_top_k}"
+            )
+        theta, op = self._threshold(p_target)
+        utt = self._intake(*file)
+        all_tpl = self.store.templates(tenant)
+        current = [
+            t
+            for t in all_tpl
+            if (t.model_name, t.model_version) == (self.model_name, self.model_version)
+        ]
+        candidates: list[dict[str, Any]] = []
+        if current:
+            mat = np.stack([t.vector for t in current])
+            raw, norm, llr = self._llr(mat, np.array([t.duration_s for t in current]), utt)
+            order = np.argsort(-llr, kind="stable")[:k]
+            candidates = [
+                {
+                    "speaker_id": current[i].speaker_id,
+                    "llr": float(llr[i]),
+                    "normalized_score": float(norm[i]),
+                    "raw_score": float(raw[i]),
+                }
+                for i in order
+            ]
+        best = candidates[0] if candidates else None
+        known = best is not None and best["llr"] >= theta
+        self._log(tenant, [utt], None, channel)
+        self.metrics.decision("identify", "match" if known else "unknown")
+        return {
+            "tenant": tenant,
+            "decision": "match" if known else "unknown",
+            "speaker_id": best["speaker_id"] if known else "unknown",
+            "candidates": candidates,
+            "threshold": float(theta),
+            "operating_point": op,
+            "enrolled": len(current),
+            "stale_templates": len(all_tpl) - len(current),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "flags": {"low_quality": self._low_quality(utt)},
+            "audio": utt.summary(),
+        }
+
+    # -- delete ----------------------------------------------------------------------------
+    def delete(self, tenant: str, token_id: str, speaker_id: str) -> dict[str, Any]:
+        check_tenant(tenant)
+        _check_speaker_id(speaker_id)
+        key = self.store.speaker_key(tenant, speaker_id)
+        if not self.store.delete(tenant, key):
+            raise ServeError(
+                404,
+                "speaker.unknown",
+                f"speaker {speaker_id!r} is not enrolled for tenant {tenant!r}",
+            )
+        self._audit("serve.delete", tenant, token_id, speaker_key=key)
+        self.metrics.deleted()
+        return {"tenant": tenant, "speaker_id": speaker_id, "deleted": True}

@@ -1,0 +1,303 @@
+"""The template store: SQLAlchemy over SQLite (embedded default) or PostgreSQL (``serve.store.url``).
+
+One row per (tenant, speaker): the speaker only as the keyed pseudonym
+``HMAC-SHA256(pseudonym key, "speaker\\0<tenant>\\0<speaker_id>")`` (:meth:`Keyring.pseudonym`),
+the speaker id itself only encrypted (identification answers with it), the enrollment
+utterances' embeddings ``[n, D]`` as one AES-256-GCM blob under the tenant's
+data key (purpose ``tenant:<tenant>``), with the tenant, the pseudonym, the model name and
+version and the template version bound as associated data: a blob copied to another row,
+speaker, tenant or version does not decrypt. The enrollment audio is kept only as keyed hashes
+(replay detection). The template itself is the L2-normalized mean of the utterance embeddings.
+
+Schema: ``create_all`` on first use (no Alembic migration yet); ``schema_version`` in the
+``meta`` table names the layout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from speakerops.core.keys import KeyMaterialError, Keyring
+from speakerops.eval.scoring import l2_normalize
+from speakerops.serve.errors import ServeError
+
+SCHEMA_VERSION = "1"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class TemplateRow(Base):
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("tenant", "speaker_key", name="uq_tenant_speaker"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    speaker_key: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    template_version: Mapped[int] = mapped_column(Integer)
+    n_utterances: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)  # mean enrollment utterance duration
+    embeddings_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    speaker_id_enc: Mapped[bytes] = mapped_column(LargeBinary)  # identify answers with it
+    audio_keys: Mapped[str] = mapped_column(Text)  # JSON list of keyed audio hashes
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Template:
+    tenant: str
+    speaker_key: str
+    model_name: str
+    model_version: str
+    template_version: int
+    embeddings: np.ndarray  # [n, D] float32, one per enrollment utterance
+    duration_s: float
+    audio_keys: tuple[str, ...]
+    speaker_id: str
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The template: L2-normalized mean of the normalized utterance embeddings."""
+        return l2_normalize(l2_normalize(self.embeddings).mean(axis=0, keepdims=True))[0]
+
+
+def tenant_purpose(tenant: str) -> str:
+    return f"tenant:{tenant}"
+
+
+def _aad(tenant: str, speaker_key: str, model_name: str, model_version: str, version: int) -> bytes:
+    return "\x00".join(
+        ("speakerops-template", tenant, speaker_key, model_name, model_version, str(version))
+    ).encode()
+
+
+def _id_aad(tenant: str, speaker_key: str) -> bytes:
+    return "\x00".join(("speakerops-speaker-id", tenant, speaker_key)).encode()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _engine_url(url: str) -> str:
+    # psycopg (3) is the project's PostgreSQL driver; plain postgresql:// URLs mean it too
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class TemplateStore:
+    """Encrypted templates of every tenant; see the module docstring."""
+
+    def __init__(self, url: str, keyring: Keyring) -> None:
+        self.url = url
+        self.keyring = keyring
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(_engine_url(url), pool_pre_ping=True)
+            Base.metadata.create_all(self.engine)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary by backend
+            raise ValueError(
+                f"serve.store.url={_redact(url)}: cannot open the store ({exc})"
+            ) from exc
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        with self._session.begin() as s:
+            row = s.get(Meta, "schema_version")
+            if row is None:
+                s.add(Meta(key="schema_version", value=SCHEMA_VERSION))
+            elif row.value != SCHEMA_VERSION:
+                raise ValueError(
+                    f"serve.store.url={_redact(url)}: template store schema {row.value}, this "
+                    f"speakerops reads {SCHEMA_VERSION}"
+                )
+
+    def speaker_key(self, tenant: str, speaker_id: str) -> str:
+        return self.keyring.pseudonym(f"speaker\x00{tenant}\x00{speaker_id}")
+
+    def audio_key(self, tenant: str, audio_sha256: str) -> str:
+        return self.keyring.pseudonym(f"audio\x00{tenant}\x00{audio_sha256}")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- reading ---------------------------------------------------------------------------
+    def _decode(self, row: TemplateRow) -> Template:
+        aad = _aad(
+            row.tenant, row.speaker_key, row.model_name, row.model_version, row.template_version
+        )
+        try:
+            emb = self.keyring.decrypt_array(
+                row.embeddings_enc, aad, what=f"template of tenant {row.tenant}"
+            )
+        except KeyMaterialError as exc:
+            raise ServeError(
+                500, "store.key", f"a stored template cannot be decrypted: {exc}"
+            ) from exc
+        try:
+            speaker_id = self.keyring.decrypt(
+                row.speaker_id_enc, _id_aad(row.tenant, row.speaker_key), what="speaker id"
+            ).decode("utf-8")
+        except KeyMaterialError as exc:
+            raise ServeError(
+                500, "store.key", f"a stored speaker id cannot be decrypted: {exc}"
+            ) from exc
+        return Template(
+            row.tenant,
+            row.speaker_key,
+            row.model_name,
+            row.model_version,
+            row.template_version,
+            emb.astype(np.float32),
+            float(row.duration_s),
+            tuple(json.loads(row.audio_keys)),
+            speaker_id,
+        )
+
+    def get(self, tenant: str, speaker_key: str) -> Template | None:
+        with self._session() as s:
+            row = s.scalar(
+                select(TemplateRow).where(
+                    TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key
+                )
+            )
+            return None if row is None else self._decode(row)
+
+    def templates(self, tenant: str) -> list[Template]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(TemplateRow).where(TemplateRow.tenant == tenant).order_by(TemplateRow.id)
+            ).all()
+            return [self._decode(r) for r in rows]
+
+    def counts_by_version(self) -> dict[tuple[str, str], int]:
+        with self._session() as s:
+            rows = s.execute(
+                select(TemplateRow.model_name, TemplateRow.model_version, func.count()).group_by(
+                    TemplateRow.model_name, TemplateRow.model_version
+                )
+            ).all()
+            return {(n, v): int(c) for n, v, c in rows}
+
+    # -- writing ---------------------------------------------------------------------------
+    def put(
+        self,
+        tenant: str,
+        speaker_id: str,
+        embeddings: np.ndarray,
+        *,
+        model_name: str,
+        model_version: str,
+        durations_s: list[float],
+        audio_keys: list[str],
+        mode: str,
+    ) -> Template:
+        """Store (``mode="replace"``) or extend (``"add"``) a speaker's enrollment; returns the
+        template as stored. ``add`` onto a template of another model version is refused."""
+        emb = np.asarray(embeddings, np.float32)
+        speaker_key = self.speaker_key(tenant, speaker_id)
+        with self._session.begin() as s:
+            row = s.scalar(
+                select(TemplateRow)
+                .where(TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key)
+                .with_for_update()
+            )
+            n_old, dur_old, keys_old = 0, 0.0, []
+            if row is not None and mode == "add":
+                old = self._decode(row)
+                if (old.model_name, old.model_version) != (model_name, model_version):
+                    raise ServeError(
+                        409,
+                        "template.version",
+                        f"cannot add to a template made with {old.model_name} version "
+                        f"{old.model_version}: this service runs version {model_version}; "
+                        "re-enroll with mode=replace",
+                        template_model_version=old.model_version,
+                        service_model_version=model_version,
+                    )
+                emb = np.concatenate([old.embeddings, emb])
+                n_old, dur_old, keys_old = len(old.embeddings), old.duration_s, list(old.audio_keys)
+            n_new = len(durations_s)
+            duration = (dur_old * n_old + float(np.sum(durations_s))) / (n_old + n_new)
+            version = 1 if row is None else row.template_version + 1
+            blob = self.keyring.encrypt_array(
+                tenant_purpose(tenant),
+                emb,
+                _aad(tenant, speaker_key, model_name, model_version, version),
+            )
+            now = _now()
+            if row is None:
+                row = TemplateRow(tenant=tenant, speaker_key=speaker_key, created_at=now)
+                s.add(row)
+            row.model_name, row.model_version, row.template_version = (
+                model_name,
+                model_version,
+                version,
+            )
+            row.n_utterances = int(emb.shape[0])
+            row.duration_s = float(duration)
+            row.embeddings_enc = blob
+            row.speaker_id_enc = self.keyring.encrypt(
+                tenant_purpose(tenant), speaker_id.encode("utf-8"), _id_aad(tenant, speaker_key)
+            )
+            row.audio_keys = json.dumps(keys_old + list(audio_keys))
+            row.updated_at = now
+        return Template(
+            tenant, speaker_key, model_name, model_version, version, emb, float(duration),
+            tuple(keys_old + list(audio_keys)), speaker_id,
+        )  # fmt: skip
+
+    def delete(self, tenant: str, speaker_key: str) -> bool:
+        with self._session.begin() as s:
+            res = s.execute(
+                delete(TemplateRow).where(
+                    TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key
+                )
+            )
+            return bool(res.rowcount)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _redact(url: str) -> str:
+    """The URL without a password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+__all__ = ["Session", "Template", "TemplateStore", "tenant_purpose"]
