@@ -1,5 +1,6 @@
 """The ``serve`` section of the composed config, validated (each default lives in
-``conf/serve/default.yaml``; nothing here re-declares one)."""
+``conf/serve/default.yaml``; nothing here re-declares one), and the config's one ``quality``
+section (the input checks every stage applies)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ class ServeSettings:
         s = root.get("serve") if isinstance(root, Mapping) else None
         if not isinstance(s, Mapping):
             raise ValueError("serve: no `serve` section in the config (conf/serve/default.yaml)")
+        if not isinstance(root.get("quality"), Mapping):
+            raise ValueError("quality: no `quality` section in the config (conf/config.yaml)")
         types = _get(s, "upload.content_types")
         if not isinstance(types, (list, tuple)) or not types:
             raise ValueError(f"serve.upload.content_types={types!r}: expected a non-empty list")
@@ -104,7 +107,7 @@ class ServeSettings:
             audit_log=_text(s, "audit_log"),
             production_log=_text(s, "production_log"),
             policy=_text(s, "policy"),
-            quality=QualitySettings.from_config(_get(s, "quality")),
+            quality=QualitySettings.from_config(root["quality"]),
             max_bytes=_number(s, "upload.max_bytes", low=1, integer=True),
             max_files=_number(s, "upload.max_files", low=1, integer=True),
             content_types=tuple(str(t).lower() for t in types),
