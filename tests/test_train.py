@@ -50,6 +50,7 @@ def check_option_builds(group: str, name: str, cfg) -> None:
     from hydra.utils import instantiate
 
     from speakerops.data.corpora import list_corpus
+    from speakerops.data.listing import FileListing
     from speakerops.models.features import Fbank, FeatureConfig
 
     where = f"{group}={name}"
@@ -57,7 +58,7 @@ def check_option_builds(group: str, name: str, cfg) -> None:
         assert cfg.data.corpus == name, where  # the option selects its own corpus adapter
         if name != "synthetic":
             with pytest.raises(FileNotFoundError, match="/x"):
-                list_corpus(cfg.data.corpus, cfg.data.root)
+                list_corpus(cfg.data.corpus, cfg.data.root, FileListing(cfg.audio.extensions))
     elif group == "model":
         backbone = instantiate(cfg.model)
         assert backbone.embedding_dim == cfg.model.embedding_dim, where
