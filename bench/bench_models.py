@@ -1,7 +1,7 @@
 """Model zoo: parameters, FLOPs and embedding real-time factor of every `conf/model/` option.
 
 For each model, built from its conf file exactly as training builds it
-(`compose(["model=<name>"])` + `hydra.utils.instantiate`):
+(`compose(["model=<name>"])` + `speakerops.models.zoo.build_backbone`):
 - parameters of the backbone;
 - FLOPs of the backbone on the fbank features of 2 s of audio (197 frames), counted with
   `torch.utils.flop_counter.FlopCounterMode` (matmul/conv/bmm only, 1 multiply-add = 2 FLOPs;
@@ -25,7 +25,6 @@ import statistics
 import time
 
 import torch
-from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 ZOO = ["ecapa_small", "ecapa512", "ecapa1024", "resnet34", "xvector", "campplus", "edge"]
@@ -47,10 +46,11 @@ def build(name: str):
     from speakerops.core.config import compose
     from speakerops.models.encoder import SpeakerEncoder
     from speakerops.models.features import FeatureConfig
+    from speakerops.models.zoo import build_backbone
 
     cfg = compose([f"model={name}"])
     torch.manual_seed(0)
-    encoder = SpeakerEncoder(instantiate(cfg.model), FeatureConfig(**cfg.features))
+    encoder = SpeakerEncoder(build_backbone(cfg.model), FeatureConfig(**cfg.features))
     return encoder.eval(), cfg
 
 
@@ -93,7 +93,7 @@ def main() -> None:
         encoder, cfg = build(name)
         encoders[name] = encoder
         rows[name] = {
-            "class": cfg.model._target_.rsplit(".", 1)[-1],
+            "class": type(encoder.backbone).__name__,
             "params": sum(p.numel() for p in encoder.backbone.parameters()),
             "flops": count_flops(encoder),
             "dim": encoder.embedding_dim,

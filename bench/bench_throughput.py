@@ -104,7 +104,9 @@ def main() -> None:
         ref = args.batches * bs / (time.perf_counter() - start)
 
         encoder = SpeakerEncoder(
-            module.backbone, FeatureConfig(**cfg.features), OmegaConf.to_container(cfg.model)
+            module.backbone,
+            FeatureConfig(**cfg.features),
+            OmegaConf.to_container(cfg.model, resolve=True),
         ).eval()
         manifest = __import__("pandas").read_csv(Path(tmp) / "prep" / "manifest.csv")
         paths = manifest["path"].tolist()[:60]
@@ -127,7 +129,7 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in module.backbone.parameters())
     print(
-        f"default model: {cfg.model._target_.rsplit('.', 1)[-1]} channels={cfg.model.channels} ({n_params / 1e6:.2f} M parameters), torch threads={torch.get_num_threads()}"
+        f"default model: {cfg.model.arch} channels={cfg.model.channels} ({n_params / 1e6:.2f} M parameters), torch threads={torch.get_num_threads()}"
     )
     print(f"{'measure':34s} {'speakerops':>12s} {'reference':>12s} {'ratio':>7s}")
     print(

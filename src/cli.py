@@ -363,6 +363,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "models",
+    "model files: `models convert <old encoder.pt> <new.safetensors>` (the only command that reads "
+    "a pickled encoder, with torch.load(weights_only=True))",
+)
+def cmd_models(args: argparse.Namespace) -> int:
+    from speakerops.models.legacy import convert
+
+    if len(args.overrides) != 3 or args.overrides[0] != "convert":
+        raise SystemExit("usage: speakerops models convert <old encoder.pt> <new.safetensors>")
+    _print_json(convert(*args.overrides[1:]))
+    return 0
+
+
 @command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")
 def cmd_drift(args: argparse.Namespace) -> int:
     from speakerops.drift.run import main as drift_main

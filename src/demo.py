@@ -75,10 +75,10 @@ def run_demo(overrides: list[str]) -> int:
     libri = shared_data_dir() / "librispeech" / "test-other"
     if libri.is_dir() and reg:
         from speakerops.eval.evaluate import evaluate_corpus
-        from speakerops.models.encoder import SpeakerEncoder
+        from speakerops.models.encoder import FILENAME, SpeakerEncoder
 
         real = evaluate_corpus(
-            SpeakerEncoder.load(art / "register/encoder.pt"), "librispeech", libri
+            SpeakerEncoder.load(art / "register" / FILENAME), "librispeech", libri
         )
         (art / "eval/librispeech_test_other.json").write_text(json.dumps(real, indent=2))
         lines.append(

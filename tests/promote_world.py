@@ -167,7 +167,7 @@ def register_model(cfg, encoder, tag: str, overconfidence: float = 1.0) -> dict:
         },
     )
     Path(cfg.train.out_dir).mkdir(parents=True, exist_ok=True)
-    encoder.save(Path(cfg.train.out_dir) / "encoder.pt")
+    encoder.save(Path(cfg.train.out_dir) / "encoder.safetensors")
     exp_id = ensure_experiment(cfg.mlflow.experiment, cfg.paths.registry_dir)
     run = client(cfg.paths.registry_dir).create_run(exp_id, run_name=tag)
     (Path(cfg.train.out_dir) / "train.json").write_text(json.dumps({"run_id": run.info.run_id}))

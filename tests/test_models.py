@@ -20,7 +20,7 @@ from speakerops.models.losses import AAMSoftmax
 from .conftest import tone, write_wav
 
 SMALL = {
-    "_target_": "speakerops.models.ecapa.ECAPATDNN",
+    "arch": "ecapa_tdnn",
     "n_mels": 80,
     "channels": 32,
     "embedding_dim": 192,
@@ -84,8 +84,8 @@ def test_aam_margin_penalizes_the_target_logit_only() -> None:
 def test_encoder_file_round_trip_keeps_settings_and_outputs(tmp_path: Path) -> None:
     enc = small_encoder()
     enc.extras["calibration"] = {"kind": "linear", "a": 2.0, "b": -1.0}
-    enc.save(tmp_path / "enc.pt")
-    back = SpeakerEncoder.load(tmp_path / "enc.pt")
+    enc.save(tmp_path / "enc.safetensors")
+    back = SpeakerEncoder.load(tmp_path / "enc.safetensors")
     wav = tone(1.0)
     np.testing.assert_allclose(back.embed(wav, 16000), enc.embed(wav, 16000), atol=1e-5)
     assert back.sample_rate == 16000 and back.extras["calibration"]["a"] == 2.0

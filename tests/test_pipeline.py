@@ -243,7 +243,7 @@ def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -
         [
             "speakerops",
             "embed",
-            f"model={project / 'artifacts/register/encoder.pt'}",
+            f"model={project / 'artifacts/register/encoder.safetensors'}",
             f"input={folder}",
             f"output={npz}",
         ],
@@ -321,7 +321,7 @@ def test_real_data_librispeech_test_other_eer(project: Path) -> None:
     from speakerops.models.encoder import SpeakerEncoder
 
     res = evaluate_corpus(
-        SpeakerEncoder.load(project / "artifacts/register/encoder.pt"),
+        SpeakerEncoder.load(project / "artifacts/register/encoder.safetensors"),
         "librispeech",
         root,
         progress=False,

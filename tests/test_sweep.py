@@ -91,7 +91,9 @@ def test_two_workers_share_one_study_and_prune(swept) -> None:
         assert 0.0 <= t.value <= 0.5 and t.value == min(t.intermediate_values.values())
         assert sorted(t.intermediate_values) == [0, 1, 2]  # one report per epoch
         trial_dir = Path(t.user_attrs["train_out_dir"])  # encoder kept, checkpoints dropped
-        assert (trial_dir / "encoder.pt").is_file() and not (trial_dir / "checkpoints").exists()
+        assert (trial_dir / "encoder.safetensors").is_file() and not (
+            trial_dir / "checkpoints"
+        ).exists()
     assert summary["best_value"] == min(t.value for t in complete)
     assert summary["best_params"] == study.best_trial.params
     assert (root / "artifacts/sweeps/micro/worker-0.log").is_file()

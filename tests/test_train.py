@@ -167,7 +167,7 @@ def test_init_from_fine_tunes_from_trained_weights(micro_project: Path) -> None:
     from speakerops.models.encoder import SpeakerEncoder
 
     train(compose([*MICRO, "trainer.max_epochs=1"]))
-    base = micro_project / "artifacts/train/encoder.pt"
+    base = micro_project / "artifacts/train/encoder.safetensors"
     before = SpeakerEncoder.load(base).backbone.state_dict()
     tuned = train(
         compose(
@@ -180,7 +180,9 @@ def test_init_from_fine_tunes_from_trained_weights(micro_project: Path) -> None:
             ]
         )
     )
-    after = SpeakerEncoder.load(micro_project / "artifacts/ft/encoder.pt").backbone.state_dict()
+    after = SpeakerEncoder.load(
+        micro_project / "artifacts/ft/encoder.safetensors"
+    ).backbone.state_dict()
     # with a vanishing learning rate the fine-tuned weights stay at the initial ones
     for key in ("stem.0.weight", "embedding.weight"):
         assert torch.allclose(before[key], after[key], atol=1e-5)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from speakerops.core.config import compose, conf_dir
 from speakerops.models.campplus import CAMPPlus, segment_means
 from speakerops.models.edge import EdgeCAMPPlus
 from speakerops.models.resnet import ResNet34
+from speakerops.models.zoo import build_backbone
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:You defined a `validation_step`"),
@@ -49,7 +49,7 @@ def one_thread():
 def built(name: str) -> tuple[torch.nn.Module, dict]:
     cfg = compose([f"model={name}"])
     torch.manual_seed(0)
-    return instantiate(cfg.model), cfg
+    return build_backbone(cfg.model), cfg
 
 
 def test_zoo_covers_every_model_conf() -> None:
@@ -184,8 +184,24 @@ def test_zoo_model_survives_the_encoder_file(tmp_path: Path) -> None:
     enc = SpeakerEncoder(
         model, FeatureConfig(**cfg.features), OmegaConf.to_container(cfg.model, resolve=True)
     ).eval()
-    back = SpeakerEncoder.load(enc.save(tmp_path / "edge.pt"))
+    back = SpeakerEncoder.load(enc.save(tmp_path / "edge.safetensors"))
     wav = torch.randn(1, 16000) * 0.1
     with torch.no_grad():
         torch.testing.assert_close(back(wav), enc(wav))
     assert type(back.backbone) is EdgeCAMPPlus
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_shortest_accepted_input_embeds_finitely_and_shorter_is_refused(name: str) -> None:
+    from speakerops.data.audio import AudioError
+    from speakerops.models.encoder import SpeakerEncoder
+    from speakerops.models.features import FeatureConfig
+
+    model, cfg = built(name)
+    enc = SpeakerEncoder(model, FeatureConfig(**cfg.features), cfg.model).eval()
+    torch.manual_seed(3)
+    wav = torch.randn(1, enc.min_samples) * 0.1
+    with torch.no_grad():
+        assert torch.isfinite(enc(wav)).all()
+        with pytest.raises(AudioError, match="shorter than the encoder's minimum"):
+            enc(wav[:, :-1], "clip.wav")

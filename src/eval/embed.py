@@ -82,9 +82,10 @@ def embed_files(
                 out.failed_utt_ids.append(str(utt))
                 continue
             speech, snr = report.speech_s, report.snr_db
-        emb = encoder(torch.from_numpy(wav)[None])[0].numpy()
-        if not np.all(np.isfinite(emb)):
-            out.failures.append((str(path), f"{path}: the encoder gave a non-finite embedding"))
+        try:
+            emb = encoder(torch.from_numpy(wav)[None], str(path))[0].numpy()
+        except AudioError as exc:  # too short for the encoder, or a non-finite output
+            out.failures.append((str(path), str(exc)))
             out.failed_utt_ids.append(str(utt))
             continue
         rows.append(emb)

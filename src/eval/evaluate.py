@@ -46,7 +46,7 @@ from speakerops.eval.scoring import (
     system_scores,
 )
 from speakerops.eval.trials import TrialSet, load_trial_set
-from speakerops.models.encoder import SpeakerEncoder
+from speakerops.models.encoder import FILENAME, SpeakerEncoder
 
 __all__ = [
     "embed_cohort",
@@ -194,7 +194,7 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     prepared = Path(cfg.data.prepared_dir)
     settings = AssessSettings.from_config(ev, operating_point(cfg.register.get("policy")))
-    encoder = SpeakerEncoder.load(Path(cfg.train.out_dir) / "encoder.pt")
+    encoder = SpeakerEncoder.load(Path(cfg.train.out_dir) / FILENAME)
     manifest = read_manifest(prepared / "manifest.csv")
     eval_set = load_trial_set(prepared, "eval", manifest)
     cal_set = load_trial_set(prepared, "calibration", manifest)

@@ -379,7 +379,8 @@ def verify_audio(
         check_quality(np.asarray(wav, np.float32), int(rate), quality, side).speech_s
         for side, (wav, rate) in (("enroll", enroll), ("test", test))
     ]
-    e, t = encoder.embed(enroll[0], int(enroll[1])), encoder.embed(test[0], int(test[1]))
+    e = encoder.embed(enroll[0], int(enroll[1]), "enroll")
+    t = encoder.embed(test[0], int(test[1]), "test")
     for side, emb in (("enroll", e), ("test", t)):
         if not np.all(np.isfinite(emb)):
             raise ValueError(f"{side}: the encoder gave a non-finite embedding; nothing scored")

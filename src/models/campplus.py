@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speakerops.models.tdnn import check_features, statistics_pooling
+from speakerops.models.zoo import register_backbone
 
 
 def _bn_relu(channels: int) -> nn.Sequential:
@@ -163,6 +164,7 @@ class CAMDenseBlock(nn.ModuleList):
         return x
 
 
+@register_backbone("campplus")
 class CAMPPlus(nn.Module):
     """Features [B, T, n_mels] -> embeddings [B, embedding_dim]."""
 

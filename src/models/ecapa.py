@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speakerops.models.zoo import register_backbone
+
 
 class SEModule(nn.Module):
     """Squeeze-excitation over channels: x * sigmoid(W2 relu(W1 mean_t x))."""
@@ -103,6 +105,7 @@ class AttentiveStatsPool(nn.Module):
         return torch.cat([mu, sigma], dim=1)
 
 
+@register_backbone("ecapa_tdnn")
 class ECAPATDNN(nn.Module):
     """Features [B, T, n_mels] -> embeddings [B, embedding_dim]."""
 

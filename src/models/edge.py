@@ -29,10 +29,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from speakerops.models.campplus import CAMPPlus
+from speakerops.models.zoo import register_backbone
 
 MAX_PARAMETERS = 1_000_000
 
 
+@register_backbone("edge_campplus")
 class EdgeCAMPPlus(CAMPPlus):
     """Features [B, T, n_mels] -> embeddings [B, embedding_dim].
 

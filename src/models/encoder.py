@@ -1,10 +1,14 @@
 """A speaker encoder: waveform in, embedding out, with its front end and settings inside.
 
-The saved file (`torch.save`) is self-describing:
-    {"format": "speakerops-encoder/1", "model": <Hydra node of the backbone>,
-     "features": FeatureConfig as dict, "state_dict": ..., "extras": {...}}
-`extras` carries what travels with a model (e.g. calibration, cohort); nothing downstream
-re-declares the sample rate or the feature settings.
+The saved file is data (see `speakerops.models.encoder_file`): safetensors weights plus JSON
+naming the architecture (from `speakerops.models.zoo`), its arguments, the feature settings
+and `extras` (what travels with a model: calibration, scoring with the AS-norm cohort,
+operating point, training speakers); nothing downstream re-declares the sample rate or the
+feature settings.
+
+The encoder never emits a non-finite embedding: inputs shorter than `min_samples` (two frames
+of the front end) are refused before they reach the backbone, and an output with NaN/Inf is
+refused with an error naming the input.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from speakerops.data.audio import AudioError, load_audio, validate_waveform
+from speakerops.models import encoder_file
+from speakerops.models.encoder_file import FILENAME, FORMAT, EncoderFile
 from speakerops.models.features import Fbank, FeatureConfig
+from speakerops.models.zoo import arch_of, build_backbone, model_spec
 
-FORMAT = "speakerops-encoder/1"
+__all__ = ["FILENAME", "FORMAT", "SpeakerEncoder", "build_backbone"]
 
-
-def build_backbone(model_cfg: dict) -> nn.Module:
-    """Instantiate a backbone from its Hydra node (`_target_` plus arguments)."""
-    from hydra.utils import instantiate
-
-    return instantiate(model_cfg)
+MIN_FRAMES = 2  # statistics pooling needs a spread over time
 
 
 class SpeakerEncoder(nn.Module):
@@ -41,7 +44,12 @@ class SpeakerEncoder(nn.Module):
         super().__init__()
         self.fbank = Fbank(features)
         self.backbone = backbone
-        self.model_cfg = dict(model_cfg or {})
+        arch, kwargs = model_spec(model_cfg) if model_cfg else (arch_of(backbone), {})
+        if arch != arch_of(backbone):
+            raise ValueError(
+                f"model config names arch {arch!r}, the backbone is {arch_of(backbone)!r}"
+            )
+        self.model_cfg: dict[str, Any] = {"arch": arch, **kwargs}
         self.extras: dict[str, Any] = dict(extras or {})
 
     @property
@@ -52,53 +60,68 @@ class SpeakerEncoder(nn.Module):
     def embedding_dim(self) -> int:
         return int(getattr(self.backbone, "embedding_dim", 0))
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.fbank(wav))
+    @property
+    def min_samples(self) -> int:
+        """Shortest input the encoder takes: `MIN_FRAMES` frames of the front end."""
+        return self.fbank.min_samples + (MIN_FRAMES - 1) * self.fbank.hop_samples
+
+    def forward(self, wav: torch.Tensor, name: str = "waveform") -> torch.Tensor:
+        if wav.shape[-1] < self.min_samples:
+            rate = self.sample_rate
+            raise AudioError(
+                f"{name}: {wav.shape[-1] / rate * 1000:.1f} ms of audio ({wav.shape[-1]} samples "
+                f"at {rate} Hz) is shorter than the encoder's minimum "
+                f"{self.min_samples / rate * 1000:.1f} ms ({self.min_samples} samples)"
+            )
+        out = self.backbone(self.fbank(wav))
+        if not bool(torch.isfinite(out).all()):
+            raise AudioError(
+                f"{name}: the encoder produced a non-finite embedding (NaN/Inf): refused"
+            )
+        return out
 
     @torch.no_grad()
-    def embed(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> np.ndarray:
+    def embed(
+        self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None, name: str = "waveform"
+    ) -> np.ndarray:
         """Embedding of one mono waveform (resampled to the model's rate when needed)."""
-        from speakerops.data.audio import validate_waveform
-
         arr = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-        arr, _ = validate_waveform(
-            arr, sample_rate or self.sample_rate, "waveform", self.sample_rate
-        )
+        arr, _ = validate_waveform(arr, sample_rate or self.sample_rate, name, self.sample_rate)
         self.eval()
-        return self.forward(torch.from_numpy(arr)[None])[0].cpu().numpy()
+        return self.forward(torch.from_numpy(arr)[None], name)[0].cpu().numpy()
 
     @torch.no_grad()
     def embed_file(self, path: str | Path) -> np.ndarray:
         """Embedding of an audio file at any sample rate."""
-        from speakerops.data.audio import load_audio
-
         wav, _ = load_audio(path, self.sample_rate)
-        return self.embed(wav, self.sample_rate)
+        return self.embed(wav, self.sample_rate, str(path))
+
+    def to_file(self) -> EncoderFile:
+        arch, kwargs = model_spec(self.model_cfg)
+        return EncoderFile(
+            arch,
+            kwargs,
+            self.fbank.config.to_dict(),
+            dict(self.backbone.state_dict()),
+            self.extras,
+        )
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "format": FORMAT,
-                "model": self.model_cfg,
-                "features": self.fbank.config.to_dict(),
-                "state_dict": self.backbone.state_dict(),
-                "extras": self.extras,
-            },
-            path,
-        )
-        return path
+        """Write `path` (`*.safetensors`) and its sha256 sidecar; returns `path`."""
+        encoder_file.write(path, self.to_file())
+        return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> SpeakerEncoder:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: encoder file not found")
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a speakerops encoder (expected format {FORMAT})")
-        backbone = build_backbone(blob["model"])
-        backbone.load_state_dict(blob["state_dict"])
-        enc = cls(backbone, FeatureConfig(**blob["features"]), blob["model"], blob.get("extras"))
+    def from_file(cls, content: EncoderFile, name: str = "encoder") -> SpeakerEncoder:
+        backbone = build_backbone(content.model_cfg)
+        try:
+            backbone.load_state_dict(content.state_dict)
+        except RuntimeError as exc:
+            raise ValueError(f"{name}: weights do not fit arch {content.arch}: {exc}") from None
+        enc = cls(backbone, FeatureConfig(**content.features), content.model_cfg, content.extras)
         return enc.eval()
+
+    @classmethod
+    def load(cls, path: str | Path, sha256: str | None = None) -> SpeakerEncoder:
+        """Load an encoder file, checked against `sha256` (default: its sidecar)."""
+        return cls.from_file(encoder_file.read(path, sha256), str(path))

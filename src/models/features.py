@@ -58,6 +58,11 @@ class Fbank(nn.Module):
         """Shortest input that yields one frame."""
         return self.mel.n_fft
 
+    @property
+    def hop_samples(self) -> int:
+        """Samples between frames."""
+        return self.mel.hop_length
+
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() == 1:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speakerops.models.tdnn import check_features, statistics_pooling
+from speakerops.models.zoo import register_backbone
 
 
 class BasicBlock(nn.Module):
@@ -51,6 +52,7 @@ def _downsampled(size: int, stages: int) -> int:
     return size
 
 
+@register_backbone("resnet34")
 class ResNet34(nn.Module):
     """Features [B, T, n_mels] -> embeddings [B, embedding_dim]."""
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speakerops.models.zoo import register_backbone
+
 
 def check_features(feats: torch.Tensor, n_mels: int, model: str) -> None:
     """Raise a clear error unless `feats` is [B, T >= 1, n_mels]."""
@@ -60,6 +62,7 @@ class TDNNLayer(nn.Module):
         return self.bn(torch.relu(self.conv(x)))
 
 
+@register_backbone("xvector")
 class XVector(nn.Module):
     """Features [B, T, n_mels] -> x-vectors [B, embedding_dim] (segment6, 512 in the paper)."""
 

@@ -2,7 +2,10 @@
 
 Input (pandas DataFrame, one row per item): either a `path` column (audio file at any sample
 rate) or `waveform` (1-D float array) with `sample_rate`. Output: float32 array [N, D].
-The encoder file inside carries the feature settings, sample rate, calibration and cohort.
+The encoder file inside (safetensors + JSON, `speakerops.models.encoder_file`) carries the
+feature settings, sample rate, calibration and cohort. Its sha256 is the registered version's
+`encoder_sha256` tag; every load from the registry checks the downloaded file against it
+(a local file or model folder is checked against the file's sidecar).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from mlflow.pyfunc import PythonModel
 from speakerops.core.mlflow import client_for, fluent_store
 from speakerops.core.uris import parse_model_uri
 from speakerops.models.encoder import SpeakerEncoder
+from speakerops.models.encoder_file import SUFFIX, IntegrityError, sidecar
 
 ENCODER_ARTIFACT = "encoder"
+ENCODER_SHA256_ARTIFACT = "encoder_sha256"
+ENCODER_SHA256_TAG = "encoder_sha256"
 
 
 def pip_requirements() -> list[str]:
@@ -57,11 +63,15 @@ class EncoderPyfunc(PythonModel):
 
 
 def log_encoder_model(encoder_path: str | Path, name: str = "model") -> str:
-    """Log the encoder as a pyfunc model in the active MLflow run; returns its model URI."""
+    """Log the encoder (and its sha256 sidecar) as a pyfunc model in the active MLflow run;
+    returns its model URI."""
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=EncoderPyfunc(),
-        artifacts={ENCODER_ARTIFACT: str(encoder_path)},
+        artifacts={
+            ENCODER_ARTIFACT: str(encoder_path),
+            ENCODER_SHA256_ARTIFACT: str(sidecar(encoder_path)),
+        },
         pip_requirements=pip_requirements(),
     )
     return info.model_uri
@@ -70,13 +80,19 @@ def log_encoder_model(encoder_path: str | Path, name: str = "model") -> str:
 def load_encoder(model_uri: str, tracking_uri: str | None = None):
     """A `SpeakerEncoder` from a registry URI (`models:/name@alias`, `models:/name/3`), a
     `runs:/` URI, or a local encoder file / pyfunc folder. A URI into the store needs the
-    store's `tracking_uri` (from `paths.registry_dir`: `core.paths.tracking_uri`)."""
+    store's `tracking_uri` (from `paths.registry_dir`: `core.paths.tracking_uri`).
+
+    A registry URI's encoder file must have the sha256 recorded on its version at registration
+    (tag `encoder_sha256`); anything else is checked against the file's sidecar. A mismatch, a
+    truncated, corrupt or old-format (pickled) file is refused with a ValueError naming it."""
     local = Path(model_uri)
     if local.is_file():
         return SpeakerEncoder.load(local)
     if local.is_dir() and (local / "MLmodel").is_file():
         return _encoder_from_model_dir(local)
     uri = _store(model_uri, tracking_uri)
+    registry = parse_model_uri(model_uri).is_registry
+    expected = registered_sha256(model_uri, uri) if registry else None
     try:
         # scoped, not only passed: resolving a registered version's logged-model source reads
         # MLflow's global store (MLflow 3.17)
@@ -88,7 +104,29 @@ def load_encoder(model_uri: str, tracking_uri: str | None = None):
         raise ValueError(
             f"model={model_uri}: cannot resolve it in the MLflow store {uri} ({exc})"
         ) from exc
-    return _encoder_from_model_dir(Path(path))
+    try:
+        return _encoder_from_model_dir(Path(path), expected)
+    except IntegrityError as exc:
+        raise IntegrityError(f"model={model_uri}: {exc}") from None
+
+
+def registered_sha256(model_uri: str, tracking_uri: str | None = None) -> str:
+    """The encoder sha256 recorded on a registered version (`models:/name/N` or `@alias`)."""
+    uri = _store(model_uri, tracking_uri)
+    try:
+        name, version = resolve_model_version(model_uri, uri)
+        tags = client_for(uri).get_model_version(name, version).tags
+    except Exception as exc:
+        raise ValueError(
+            f"model={model_uri}: cannot resolve it in the MLflow store {uri} ({exc})"
+        ) from exc
+    sha = tags.get(ENCODER_SHA256_TAG)
+    if not sha:
+        raise ValueError(
+            f"model={model_uri}: version {version} has no {ENCODER_SHA256_TAG} tag (registered "
+            "before encoder files were hash-checked); re-register it"
+        )
+    return sha
 
 
 def resolve_model_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
@@ -112,8 +150,16 @@ def _store(model_uri: str, tracking_uri: str | None) -> str:
     return tracking_uri
 
 
-def _encoder_from_model_dir(model_dir: Path):
-    candidates = sorted(model_dir.glob("artifacts/**/*.pt")) or sorted(model_dir.glob("**/*.pt"))
+def _encoder_from_model_dir(model_dir: Path, sha256: str | None = None):
+    candidates = sorted(model_dir.glob(f"artifacts/**/*{SUFFIX}")) or sorted(
+        model_dir.glob(f"**/*{SUFFIX}")
+    )
     if not candidates:
+        old = sorted(model_dir.glob("**/*.pt"))
+        if old:
+            raise ValueError(
+                f"{old[0]}: an old-format (pickled) encoder, never loaded; convert it with "
+                f"`speakerops models convert {old[0]} <new>{SUFFIX}` and register the result"
+            )
         raise ValueError(f"{model_dir}: no encoder file inside the model")
-    return SpeakerEncoder.load(candidates[0])
+    return SpeakerEncoder.load(candidates[0], sha256)

@@ -29,8 +29,8 @@ from speakerops.core.policy import bayes_threshold, operating_point
 from speakerops.core.uris import registered_model_uri
 from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_score_normalization
-from speakerops.models.encoder import SpeakerEncoder
-from speakerops.registry.package import log_encoder_model
+from speakerops.models.encoder import FILENAME, SpeakerEncoder
+from speakerops.registry.package import ENCODER_SHA256_TAG, log_encoder_model
 from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, build_reference_from_eval
 
@@ -44,7 +44,7 @@ def register(cfg: DictConfig) -> dict:
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     train_summary = json.loads((train_dir / "train.json").read_text())
 
-    encoder = SpeakerEncoder.load(train_dir / "encoder.pt")
+    encoder = SpeakerEncoder.load(train_dir / FILENAME)
     calibration = json.loads((eval_dir / "calibration.json").read_text())
     calibration_from_dict(calibration)  # refuse to package a malformed calibration
     scoring = load_score_normalization(eval_dir)
@@ -56,7 +56,7 @@ def register(cfg: DictConfig) -> dict:
         "llr_threshold": bayes_threshold(op["p_target"], op["c_miss"], op["c_fa"]),
     }
     encoder.extras["eval_metrics"] = metrics
-    packaged = encoder.save(out / "encoder.pt")
+    packaged = encoder.save(out / FILENAME)
 
     registry_dir = cfg.paths.registry_dir
     ensure_experiment(cfg.mlflow.experiment, registry_dir)
@@ -69,7 +69,8 @@ def register(cfg: DictConfig) -> dict:
         "params_sha256": params_digest(params),
         "train_run_id": train_summary["run_id"],
         "sample_rate": str(encoder.sample_rate),
-        "model_target": str(cfg.model.get("_target_", "")),
+        "model_arch": encoder.model_cfg["arch"],
+        ENCODER_SHA256_TAG: sha256_file(packaged),
         "score_normalization": scoring.describe(),
         "calibration_kind": str(calibration.get("kind")),
     }

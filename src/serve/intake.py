@@ -115,11 +115,10 @@ def intake(
             value=float(value),
             limit=float(limit),
         )
-    emb = np.asarray(encoder.embed(wav, model_rate), dtype=np.float32)
-    if emb.ndim != 1 or not np.all(np.isfinite(emb)):
-        raise ServeError(
-            422, "audio.embedding", f"{name}: the encoder gave a non-finite embedding", file=name
-        )
+    try:  # the encoder refuses input too short for its front end and non-finite output
+        emb = np.asarray(encoder.embed(wav, model_rate, name), dtype=np.float32)
+    except AudioError as exc:
+        raise ServeError(422, "audio.embedding", str(exc), file=name) from None
     return Utterance(
         name=name,
         embedding=emb,

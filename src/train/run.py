@@ -5,7 +5,7 @@ Everything is built from the composed config with `hydra.utils.instantiate`: the
 (`conf/callbacks/`), the logger (`conf/logger/`, MLflow in the store of `paths.registry_dir`)
 and the Trainer (`conf/trainer/`).
 
-Outputs in `train.out_dir`: `encoder.pt` (the best checkpoint's backbone with its feature
+Outputs in `train.out_dir`: `encoder.safetensors` + its sha256 sidecar (the best checkpoint's backbone with its feature
 settings, see `speakerops.models.encoder`), `checkpoints/` (`callbacks.model_checkpoint.dirpath`;
 `last.ckpt` for resume, with the MLflow run id and the config digest beside it), `train.json`
 (MLflow run id, best validation EER, throughput). A checkpoint is resumed, into the same MLflow
@@ -34,8 +34,11 @@ from speakerops.core.config import flatten
 from speakerops.core.env import offline_env
 from speakerops.core.jsonio import sha256_file
 from speakerops.core.paths import artifact_location, tracking_uri
-from speakerops.models.encoder import FORMAT, SpeakerEncoder
+from speakerops.models import encoder_file
+from speakerops.models.encoder import FILENAME, SpeakerEncoder
 from speakerops.models.features import FeatureConfig
+from speakerops.models.legacy import LEGACY_FORMAT, read_checkpoint
+from speakerops.models.zoo import build_backbone, model_spec
 from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
@@ -58,7 +61,7 @@ def validate_on_every_rank(dm: SpeakerDataModule) -> None:
 
 def build_module(cfg: DictConfig, num_classes: int) -> SpeakerModule:
     """The LightningModule from the composed config."""
-    backbone = instantiate(cfg.model)
+    backbone = build_backbone(cfg.model)
     head = instantiate(cfg.loss.head, embedding_dim=backbone.embedding_dim, num_classes=num_classes)
     spec = cfg.augment.get("spec_augment")
     return SpeakerModule(
@@ -84,18 +87,27 @@ def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
 
 def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dict) -> str:
     """Start from trained weights (fine-tuning): a Lightning checkpoint (backbone + AAM head,
-    same training speakers) or an `encoder.pt` (backbone only). Returns the file's sha256."""
+    same training speakers, read with `weights_only=True`) or an encoder file (backbone only,
+    sha256-checked against its sidecar). Returns the file's sha256."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: train.init_from not found (train the base model first)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and blob.get("format") == FORMAT:
-        if blob["model"] != model_cfg:
+    if path.suffix == encoder_file.SUFFIX:
+        content = encoder_file.read(path)
+        arch, kwargs = model_spec(model_cfg)
+        if content.model_cfg != {"arch": arch, **kwargs}:
             raise ValueError(
-                f"{path}: encoder of model {blob['model']}, this run configures {model_cfg}"
+                f"{path}: encoder of model {content.model_cfg}, this run configures {model_cfg}"
             )
-        module.backbone.load_state_dict(blob["state_dict"])
-    elif isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        module.backbone.load_state_dict(content.state_dict)
+        return sha256_file(path)
+    blob = read_checkpoint(path)
+    if isinstance(blob, dict) and blob.get("format") == LEGACY_FORMAT:
+        raise ValueError(
+            f"{path}: an old-format encoder; convert it with `speakerops models convert {path} "
+            f"<new>{encoder_file.SUFFIX}` and fine-tune from the new file"
+        )
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
         head = blob["state_dict"].get("head.weight")
         if head is not None and head.shape != module.head.weight.shape:
             raise ValueError(
@@ -161,7 +173,7 @@ def train(
     )
     if trainer.world_size > 1:
         validate_on_every_rank(dm)
-    trainer.fit(module, datamodule=dm, ckpt_path=plan.ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=plan.ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return {}
     return finish(cfg, out, dm, module, trainer, logger, checkpoint, meter)
@@ -177,11 +189,11 @@ def finish(
     checkpoint: ModelCheckpoint,
     meter: Throughput,
 ) -> dict:
-    """Rank 0 after `fit`: the best checkpoint's backbone as `encoder.pt`, its MLflow
+    """Rank 0 after `fit`: the best checkpoint's backbone as `encoder.safetensors`, its MLflow
     artifacts and throughput metric, and `train.json`."""
     last = Path(checkpoint.dirpath) / "last.ckpt"
     best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(best)["state_dict"]
     module.load_state_dict(state)
     encoder = SpeakerEncoder(
         module.backbone,
@@ -189,7 +201,7 @@ def finish(
         OmegaConf.to_container(cfg.model, resolve=True),
         extras={"train_speakers": dm.speakers},
     )
-    encoder.save(out / "encoder.pt")
+    encoder.save(out / FILENAME)
     best_eer = checkpoint.best_model_score
     summary = {
         "run_id": logger.run_id,
@@ -204,7 +216,8 @@ def finish(
     }
     client = logger.experiment
     client.log_metric(logger.run_id, "segments_per_second", summary["segments_per_second"])
-    client.log_artifact(logger.run_id, str(out / "encoder.pt"), "encoder")
+    client.log_artifact(logger.run_id, str(out / FILENAME), "encoder")
+    client.log_artifact(logger.run_id, str(encoder_file.sidecar(out / FILENAME)), "encoder")
     client.log_artifact(logger.run_id, best, "checkpoints")
     (out / "train.json").write_text(json.dumps(summary, indent=2))
     return summary

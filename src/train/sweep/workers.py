@@ -147,7 +147,7 @@ def objective_for(
 
 def _drop_checkpoints(trial_cfg: DictConfig, sweep: DictConfig) -> None:
     """A trial's Lightning checkpoints go unless `sweep.keep_checkpoints` (its best checkpoint
-    and encoder.pt are artifacts of its MLflow run; encoder.pt also stays in the trial folder)."""
+    and encoder file are artifacts of its MLflow run; the encoder also stays in the trial folder)."""
     if not sweep.get("keep_checkpoints", False):
         shutil.rmtree(trial_cfg.callbacks.model_checkpoint.dirpath, ignore_errors=True)
 
