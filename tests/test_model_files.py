@@ -57,7 +57,7 @@ def cohort_extras() -> dict:
             "cohort_speakers": [f"s{i}" for i in range(5)],
         },
         "train_speakers": ["s0", "s1"],
-        "eval_metrics": {"eer": np.float64(0.125), "n_trials": 40},
+        "eval_metrics": {"eer": np.float64(0.125), "min_dcf_0.01": 0.5, "n_trials": 40},
     }
 
 
@@ -127,7 +127,7 @@ def test_converted_old_encoder_gives_exactly_the_same_embeddings(tmp_path: Path,
     assert back.extras["scoring"]["cohort"].dtype == np.float32
     assert back.extras["scoring"]["cohort_speakers"] == extras["scoring"]["cohort_speakers"]
     assert back.extras["calibration"] == extras["calibration"]
-    assert back.extras["eval_metrics"] == {"eer": 0.125, "n_trials": 40}
+    assert back.extras["eval_metrics"] == {"eer": 0.125, "min_dcf_0.01": 0.5, "n_trials": 40}
     assert file_sha256(new) == encoder_file.sidecar(new).read_text().split()[0]
 
 
@@ -149,6 +149,18 @@ def test_the_file_is_safetensors_with_json_and_no_import_path(tmp_path: Path) ->
     assert SpeakerEncoder.load(path).extras["sealed"] == b"\x00\x01opaque bytes"
     with pytest.raises(ValueError, match=r"\*\.safetensors"):
         enc.save(tmp_path / "encoder.pt")
+
+
+def test_header_lengths_that_look_like_a_pickle_opcode_still_load(tmp_path: Path) -> None:
+    """A safetensors file starts with its header length: 0x80 there is not a pickle."""
+    enc = small_encoder()
+    for pad in range(0, 260, 7):
+        enc.extras["pad"] = "x" * pad
+        path = enc.save(tmp_path / FILENAME)
+        if path.read_bytes()[0] == 0x80:
+            assert SpeakerEncoder.load(path).extras["pad"] == "x" * pad
+            return
+    raise AssertionError("no header length ending in 0x80 was produced")
 
 
 def _damaged(tmp_path: Path, damage) -> tuple[Path, str, str]:

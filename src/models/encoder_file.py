@@ -136,7 +136,12 @@ def parse(data: bytes, name: str) -> EncoderFile:
 
 
 def is_pickle(data: bytes) -> bool:
-    """`torch.save` output (a zip archive) or a raw pickle stream."""
+    """`torch.save` output (a zip archive) or a raw pickle stream, and not safetensors-shaped
+    (8-byte header length, then a JSON object: its first byte can be 0x80 too)."""
+    if len(data) > 8 and data[8:9] == b"{":
+        (size,) = struct.unpack("<Q", data[:8])
+        if size <= len(data) - 8:
+            return False
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
 
 
@@ -174,12 +179,14 @@ def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str) or "." in k:
-                raise ValueError(f"encoder extras: key {k!r} at {key} must be a str without '.'")
+            if not isinstance(k, str):
+                raise ValueError(f"encoder extras: key {k!r} at {key} must be a str")
             out[k] = _pack(v, f"{key}.{k}", tensors)
         return out
     if isinstance(value, (list, tuple)):
         return [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, (bytes, bytearray, np.ndarray, torch.Tensor)) and key in tensors:
+        raise ValueError(f"encoder extras: two arrays would both be stored as {key}")
     if isinstance(value, (bytes, bytearray)):
         tensors[key] = torch.frombuffer(bytearray(value), dtype=torch.uint8).clone()
         return {"$bytes": key}
