@@ -71,6 +71,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory):
         yield root, summary
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_prune(swept) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -85,6 +86,8 @@ def test_two_workers_share_one_study_and_prune(swept) -> None:
     assert pruned and summary["pruned"] == len(pruned) >= 1
     diverging = next(t for t in trials if t.params["optim.lr"] == 1000.0)
     assert diverging.state == TrialState.PRUNED, diverging.user_attrs
+    # stopped in its first epoch, not trained to the end
+    assert diverging.user_attrs["stopped"].startswith("pruned at epoch 0"), diverging.user_attrs
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete and summary["complete"] == len(complete)
     for t in complete:  # the objective is the best val_eer over the reported epochs
@@ -94,12 +97,17 @@ def test_two_workers_share_one_study_and_prune(swept) -> None:
         assert (trial_dir / "encoder.safetensors").is_file() and not (
             trial_dir / "checkpoints"
         ).exists()
+        # the objective is the train stage's own best, whose encoder the trial kept
+        kept = json.loads((trial_dir / "train.json").read_text())
+        assert t.value == pytest.approx(kept["best_val_eer"], abs=1e-6), (t.number, kept)
+        assert kept["epochs"] == 3 and kept["run_id"] == t.user_attrs["mlflow_run_id"]
     assert summary["best_value"] == min(t.value for t in complete)
     assert summary["best_params"] == study.best_trial.params
     assert (root / "artifacts/sweeps/micro/worker-0.log").is_file()
     assert (root / "artifacts/sweeps/micro/worker-1.log").is_file()
 
 
+@pytest.mark.slow
 def test_every_trial_is_an_mlflow_child_run_of_the_sweep(swept) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -130,6 +138,7 @@ def test_every_trial_is_an_mlflow_child_run_of_the_sweep(swept) -> None:
     assert best.data.metrics["trial_value"] == pytest.approx(summary["best_value"])
 
 
+@pytest.mark.slow
 def test_best_preset_trains_again_from_experiment(swept) -> None:
     from speakerops.core.config import compose
     from speakerops.train.run import train
@@ -189,6 +198,7 @@ def test_sweep_needs_a_search_config_and_a_valid_space(tmp_path: Path, monkeypat
         sweep_config(compose(["hparams_search=ecapa_small", "trainer=ddp_cpu"]))
 
 
+@pytest.mark.slow
 def test_min_dcf_objective(swept) -> None:
     """`sweep.metric=val_min_dcf_<p>`: logged each epoch beside the module's val_eer, and the
     objective; at P = 0.5 the hull point of the EER bounds it: minDCF <= 2 EER."""
