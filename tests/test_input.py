@@ -188,7 +188,7 @@ def test_embed_refuses_short_and_clipped_files_and_the_batch_goes_on(
         write_wav(folder / f"short{s}.wav", wav[3 * rate : 3 * rate + int(s * rate)], rate)
     write_wav(folder / "clipped.wav", np.clip(wav * 30, -1, 1), rate)
     (folder / "x.wav").mkdir()
-    model = small_encoder().save(tmp_path / "encoder.pt")
+    model = small_encoder().save(tmp_path / "encoder.safetensors")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SPEAKEROPS_DATA_KEY", "ab" * 32)
     monkeypatch.setenv("SPEAKEROPS_PSEUDONYM_KEY", "a test key of at least 16 bytes")
@@ -228,7 +228,7 @@ def test_embed_quality_overrides_apply(speech, tmp_path: Path, monkeypatch, caps
     wav, rate = speech
     folder = tmp_path / "in"
     write_wav(folder / "half.wav", wav[3 * rate : int(3.6 * rate)], rate)
-    model = small_encoder().save(tmp_path / "encoder.pt")
+    model = small_encoder().save(tmp_path / "encoder.safetensors")
     monkeypatch.setenv("SPEAKEROPS_CONF", str(Path(__file__).resolve().parents[1] / "conf"))
     out = tmp_path / "e.npz"
     assert cli.main(["embed", f"model={model}", f"input={folder}", f"output={out}"]) == 2

@@ -53,7 +53,7 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     encoder = build_encoder()
-    model = encoder.save(tmp_path / "encoder.pt")
+    model = encoder.save(tmp_path / "encoder.safetensors")
     port = _free_port()
     cfg = make_cfg(
         tmp_path,

@@ -10,6 +10,7 @@ import torch
 
 from speakerops.core.config import compose, write_params
 from speakerops.data.prepare import prepare
+from speakerops.models.zoo import build_backbone
 from speakerops.train.run import train
 
 from .conftest import MICRO_CORPUS
@@ -60,7 +61,7 @@ def check_option_builds(group: str, name: str, cfg) -> None:
             with pytest.raises(FileNotFoundError, match="/x"):
                 list_corpus(cfg.data.corpus, cfg.data.root, FileListing(cfg.audio.extensions))
     elif group == "model":
-        backbone = instantiate(cfg.model)
+        backbone = build_backbone(cfg.model)  # the model zoo's registry, as training builds it
         assert backbone.embedding_dim == cfg.model.embedding_dim, where
     elif group == "augment":
         pipeline = instantiate(cfg.augment.pipeline)
