@@ -389,6 +389,8 @@ def test_sqlite_store_holds_no_plaintext_embedding_or_speaker_id(world):
     path = Path(w.cfg.serve.store.url.removeprefix("sqlite:///"))
     w.store.dispose()
     blob = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    with sqlite3.connect(path) as db:  # the layout is the Alembic head
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
     assert len(blob) > 0
     _assert_unreadable(blob, embs)
 
@@ -416,6 +418,7 @@ def test_postgres_store_holds_no_plaintext_and_serves(world, postgres_db, encode
 
     with psycopg.connect(postgres_db) as conn:
         rows = conn.execute("SELECT * FROM templates").fetchall()
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
     assert len(rows) == 1
     blob = b"".join(
         bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0]
@@ -459,3 +462,22 @@ def test_a_template_row_moved_to_another_speaker_does_not_decrypt(world):
     r = _verify(w, w.a[4])
     assert r.status_code == 500
     assert "does not authenticate" in r.json()["error"]["message"]
+
+
+def test_an_enrollment_set_that_does_not_match_itself_is_refused(tmp_path, encoder, speakers):
+    cfg, app = _world(tmp_path, encoder, "serve.enroll.consistency_min_llr=1000")
+    token = issue_token(cfg.serve.tokens, "acme")[1]
+    app.state.tokens.reload()
+    c = TestClient(app)
+    a = speakers[sorted(speakers)[0]]
+    files = [("files", _file(p)) for p in a[:2]]
+    r = c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files, headers=_h(token))
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "enroll.consistency" and err["check"] == "consistency"
+    assert err["limit"] == 1000 and err["value"] < 1000
+    assert a[0].name in err["message"] and "consistency_min_llr=1000" in err["message"]
+    assert app.state.service.store.templates("acme") == []
+    # one utterance has nothing to be consistent with
+    one = c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files[:1], headers=_h(token))
+    assert one.status_code == 200

@@ -9,8 +9,8 @@ version and the template version bound as associated data: a blob copied to anot
 speaker, tenant or version does not decrypt. The enrollment audio is kept only as keyed hashes
 (replay detection). The template itself is the L2-normalized mean of the utterance embeddings.
 
-Schema: ``create_all`` on first use (no Alembic migration yet); ``schema_version`` in the
-``meta`` table names the layout.
+Schema: :mod:`.store_schema`, migrated with Alembic (``migrations/``): the store runs
+``alembic upgrade head`` when it opens, so a new layout reaches SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -21,56 +21,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import (
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    func,
-    select,
-    text,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, delete, func, select, text
+from sqlalchemy.orm import sessionmaker
 
 from speakerops.core.keys import KeyMaterialError, Keyring
 from speakerops.eval.scoring import l2_normalize
 from speakerops.serve.errors import ServeError
+from speakerops.serve.store_schema import TemplateRow
 
-SCHEMA_VERSION = "1"
-
-
-class Base(DeclarativeBase):
-    pass
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class TemplateRow(Base):
-    __tablename__ = "templates"
-    __table_args__ = (UniqueConstraint("tenant", "speaker_key", name="uq_tenant_speaker"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(64), index=True)
-    speaker_key: Mapped[str] = mapped_column(String(64))
-    model_name: Mapped[str] = mapped_column(String(200))
-    model_version: Mapped[str] = mapped_column(String(64))
-    template_version: Mapped[int] = mapped_column(Integer)
-    n_utterances: Mapped[int] = mapped_column(Integer)
-    duration_s: Mapped[float] = mapped_column(Float)  # mean enrollment utterance duration
-    embeddings_enc: Mapped[bytes] = mapped_column(LargeBinary)
-    speaker_id_enc: Mapped[bytes] = mapped_column(LargeBinary)  # identify answers with it
-    audio_keys: Mapped[str] = mapped_column(Text)  # JSON list of keyed audio hashes
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+def upgrade_schema(engine) -> None:
+    """``alembic upgrade head`` on the store (creates the tables on first use)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
 @dataclass(frozen=True)
@@ -126,21 +96,12 @@ class TemplateStore:
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = create_engine(_engine_url(url), pool_pre_ping=True)
-            Base.metadata.create_all(self.engine)
+            upgrade_schema(self.engine)
         except Exception as exc:  # noqa: BLE001 - driver errors vary by backend
             raise ValueError(
                 f"serve.store.url={_redact(url)}: cannot open the store ({exc})"
             ) from exc
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        with self._session.begin() as s:
-            row = s.get(Meta, "schema_version")
-            if row is None:
-                s.add(Meta(key="schema_version", value=SCHEMA_VERSION))
-            elif row.value != SCHEMA_VERSION:
-                raise ValueError(
-                    f"serve.store.url={_redact(url)}: template store schema {row.value}, this "
-                    f"speakerops reads {SCHEMA_VERSION}"
-                )
 
     def speaker_key(self, tenant: str, speaker_id: str) -> str:
         return self.keyring.pseudonym(f"speaker\x00{tenant}\x00{speaker_id}")
@@ -300,4 +261,4 @@ def _redact(url: str) -> str:
     return url
 
 
-__all__ = ["Session", "Template", "TemplateStore", "tenant_purpose"]
+__all__ = ["Template", "TemplateStore", "tenant_purpose", "upgrade_schema"]

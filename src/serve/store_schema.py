@@ -1,0 +1,32 @@
+"""The template store's tables (SQLAlchemy 2); the layout's history is the Alembic
+migrations in ``migrations/versions/`` (the store upgrades to head when it opens)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TemplateRow(Base):
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("tenant", "speaker_key", name="uq_tenant_speaker"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)  # ix_templates_tenant
+    speaker_key: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    template_version: Mapped[int] = mapped_column(Integer)
+    n_utterances: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)  # mean enrollment utterance duration
+    embeddings_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    speaker_id_enc: Mapped[bytes] = mapped_column(LargeBinary)  # identify answers with it
+    audio_keys: Mapped[str] = mapped_column(Text)  # JSON list of keyed audio hashes
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
