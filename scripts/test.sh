@@ -5,4 +5,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
+.venv/bin/lint-imports --no-cache  # the import contracts of pyproject.toml (docs/ARCHITECTURE.md)
 exec .venv/bin/python -m pytest "$@"

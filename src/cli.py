@@ -1,70 +1,118 @@
-"""`speakerops <command> [options] [overrides]`: thin entry points over the stages.
+"""`speakerops <command> [key=value ...]`: thin entry points over the stages.
 
-Heavy libraries (torch, Lightning, MLflow, Evidently) load only inside the command that needs
-them, so `speakerops --help` is instant. Hydra overrides (`model.channels=256`,
-`data=librispeech`) follow the command; `--config params.yaml` loads a composed config instead
-of composing `conf/` (what the DVC stages do).
+One argument convention for every command: `key=value`. A command's own options are the bare
+keys it lists (`promote candidate=models:/speaker-encoder/7 dry_run=true`); every other
+`key=value` is a Hydra override of `conf/` (`model.channels=256`, `data=librispeech`,
+`paths.registry_dir=/srv/registry`). `config=params.yaml` loads a composed config instead of
+composing `conf/` (what the DVC stages do). `--key value` and `--flag` are accepted as
+spellings of `key=value` and `flag=true` (CI scripts use them).
+
+Each command composes the config, applies `runtime.threads`, calls one library function and
+prints. Library imports sit inside the commands on purpose: torch, Lightning, MLflow and
+Evidently load only for the command that needs them, so `speakerops --help` and
+`speakerops params` stay instant (the one place in the package where imports are lazy).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-COMMANDS: dict[str, tuple[str, Callable]] = {}
+from omegaconf import DictConfig
+
+from speakerops.core.config import compose
+from speakerops.core.env import apply_threads, offline_env
+
+EXIT_ERROR = 2  # bad input or an error; promote/gate reserve 1 for "refused"
 
 
-def command(name: str, help_text: str):
-    def wrap(fn: Callable) -> Callable:
-        COMMANDS[name] = (help_text, fn)
+@dataclass
+class Command:
+    name: str
+    help: str
+    run: Callable[..., int]
+    options: dict[str, str] = field(default_factory=dict)  # key -> help
+    flags: tuple[str, ...] = ()  # boolean options (`--flag` or `flag=true`)
+    actions: tuple[str, ...] = ()  # a leading word (`keys rotate`); the first is the default
+    errors_exit_2: bool = False  # any failure is exit 2 with one line (promote, gate, rollback)
+    positionals: bool = False  # bare words are arguments (the service clients' SPEAKER FILE)
+
+
+@dataclass
+class Call:
+    """A parsed command line: the command's options, Hydra overrides, an optional config file."""
+
+    command: Command
+    options: dict[str, str]
+    overrides: list[str]
+    config: str | None = None
+    action: str | None = None
+    args: list[str] = field(default_factory=list)  # bare words, for commands that take them
+
+    def cfg(self) -> DictConfig:
+        return compose(self.overrides, self.config)
+
+    def flag(self, name: str) -> bool:
+        value = self.options.get(name, "false").lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{name}={self.options[name]!r}: expected true or false")
+        return value in ("true", "1", "yes")
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help_text: str, **spec: Any):
+    def wrap(fn: Callable[..., int]) -> Callable[..., int]:
+        COMMANDS[name] = Command(name, help_text, fn, **spec)
         return fn
 
     return wrap
-
-
-def _cfg(args: argparse.Namespace):
-    from speakerops.core.config import compose
-    from speakerops.core.env import offline_env
-
-    offline_env()
-    return compose(args.overrides, args.config)
 
 
 def _print_json(data: dict) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-@command("params", "compose conf/ (with overrides) into params.yaml for DVC")
-def cmd_params(args: argparse.Namespace) -> int:
+# --------------------------------------------------------------------------- the commands
+
+
+@command(
+    "params",
+    "compose conf/ (with overrides) into params.yaml for DVC",
+    options={"output": "where to write (default params.yaml)"},
+)
+def cmd_params(call: Call, cfg: DictConfig) -> int:
     from speakerops.core.config import write_params
 
-    print(f"wrote {write_params(_cfg(args), args.output or 'params.yaml')}")
+    print(f"wrote {write_params(cfg, call.options.get('output', 'params.yaml'))}")
     return 0
 
 
 @command("prepare", "corpus -> manifest, speaker-disjoint splits, hashed trial lists, quarantine")
-def cmd_prepare(args: argparse.Namespace) -> int:
+def cmd_prepare(call: Call, cfg: DictConfig) -> int:
     from speakerops.data.prepare import prepare
 
-    _print_json(prepare(_cfg(args).data))
+    _print_json(prepare(cfg.data))
     return 0
 
 
 @command("baseline", "the mean-MFCC cosine baseline on the eval trial list")
-def cmd_baseline(args: argparse.Namespace) -> int:
+def cmd_baseline(call: Call, cfg: DictConfig) -> int:
     from speakerops.eval.evaluate import run_baseline
 
-    _print_json(run_baseline(_cfg(args)))
+    _print_json(run_baseline(cfg))
     return 0
 
 
 @command("train", "train a speaker-embedding model (Lightning), log it to MLflow")
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(call: Call, cfg: DictConfig) -> int:
     from speakerops.train.run import train
 
-    _print_json(train(_cfg(args)))
+    _print_json(train(cfg))
     return 0
 
 
@@ -73,143 +121,95 @@ def cmd_train(args: argparse.Namespace) -> int:
     "Optuna study over train: hparams_search=<name> [sweep.n_jobs=N] [overrides]; "
     "writes conf/experiment/generated/<study>_best.yaml",
 )
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from speakerops.core.env import offline_env
+def cmd_sweep(call: Call, cfg: DictConfig) -> int:
     from speakerops.train.sweep import sweep
 
-    if args.config:
+    if call.config:
         raise ValueError(
-            "sweep composes conf/ with hparams_search=<name>; --config is not supported"
+            "sweep composes conf/ with hparams_search=<name>; config= is not supported"
         )
-    offline_env()
-    _print_json(sweep(args.overrides))
+    _print_json(sweep(call.overrides))
     return 0
 
 
 @command(
     "evaluate", "embed, score, calibrate; EER, minDCF, Cllr, DET plot -> metrics.json and MLflow"
 )
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(call: Call, cfg: DictConfig) -> int:
     from speakerops.eval.evaluate import evaluate
 
-    _print_json(evaluate(_cfg(args)))
+    _print_json(evaluate(cfg))
     return 0
 
 
 @command("register", "package the model, register a version with lineage, alias `challenger`")
-def cmd_register(args: argparse.Namespace) -> int:
+def cmd_register(call: Call, cfg: DictConfig) -> int:
     from speakerops.registry.register import register
 
-    _print_json(register(_cfg(args)))
+    _print_json(register(cfg))
     return 0
 
 
 @command(
     "gate",
-    "promotion gate of the registered challenger (the DVC stage): registry/policy.yaml, "
+    "promotion gate of the registered challenger (the DVC stage): register.policy, "
     "alias `champion` on pass; exit 0 pass, 1 refused, 2 error",
+    errors_exit_2=True,
 )
-def cmd_gate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def cmd_gate(call: Call, cfg: DictConfig) -> int:
+    from speakerops.registry.promote import summary_lines
+    from speakerops.registry.stages import run_gate
 
-    from speakerops.core.jsonio import dumps
-    from speakerops.registry.promote import EXIT_ERROR, promote, summary_lines
-
-    try:
-        cfg = _cfg(args)
-        registered = json.loads((Path(cfg.register.out_dir) / "registered.json").read_text())
-        gate_dir = Path(cfg.register.get("gate_dir") or cfg.register.out_dir)
-        result = promote(
-            cfg, registered["model_uri"], out_dir=gate_dir / "promotion", action="gate"
-        )
-    except Exception as exc:  # noqa: BLE001 - any failure to evaluate is exit 2, never 1
-        print(f"speakerops gate: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    (gate_dir / "gate.json").write_text(dumps(result.verdict))
+    result = run_gate(cfg)
     status = "PASSED: alias champion moved to" if result.passed else "REFUSED:"
-    print(f"gate {status} {registered['model_name']} v{result.verdict['version']}")
+    print(f"gate {status} {result.verdict['model_name']} v{result.verdict['version']}")
     print("\n".join(summary_lines(result.verdict)[1:]))
     print(f"report: {result.out_dir / 'report.md'}")
     return result.exit_code
 
 
-def _option(args: argparse.Namespace, name: str) -> str | None:
-    """`--name value` (argparse) or `name=value` among the overrides (removed from them)."""
-    value = getattr(args, name.replace("-", "_"), None)
-    rest = []
-    for item in args.overrides:
-        key, sep, val = item.partition("=")
-        if sep and key == name:
-            value = val
-        else:
-            rest.append(item)
-    args.overrides = rest
-    return value
-
-
 @command(
     "promote",
-    "--candidate models:/<name>/<N>: candidate vs champion on the pinned trials under "
-    "registry/policy.yaml; report, audit record, alias `champion` on pass "
+    "candidate=models:/<name>/<N>: candidate vs champion on the pinned trials under "
+    "register.policy; report, audit record, alias `champion` on pass "
     "(exit 0 pass, 1 refused, 2 error)",
+    options={
+        "candidate": "the registered version to promote, models:/<name>/<N>",
+        "dry_run": "true: evaluate and report, change nothing",
+        "out": "report folder (default register.promote_dir/<name>-v<N>)",
+    },
+    flags=("dry_run",),
+    errors_exit_2=True,
 )
-def cmd_promote(args: argparse.Namespace) -> int:
-    from speakerops.registry.champion import record_error
-    from speakerops.registry.promote import EXIT_ERROR, promote, summary_lines
+def cmd_promote(call: Call, cfg: DictConfig) -> int:
+    from speakerops.registry.promote import summary_lines
+    from speakerops.registry.stages import run_promote
 
-    candidate = _option(args, "candidate")
-    out = _option(args, "out")
-    dry_run = bool(getattr(args, "dry_run", False)) or _option(args, "dry-run") in (
-        "1",
-        "true",
-        "True",
+    if not call.options.get("candidate"):
+        raise ValueError("candidate=models:/<name>/<N> is required")
+    result = run_promote(
+        cfg, call.options["candidate"], call.flag("dry_run"), call.options.get("out")
     )
-    if not candidate:
-        print(
-            "speakerops promote: error: --candidate models:/<name>/<N> is required", file=sys.stderr
-        )
-        return EXIT_ERROR
-    cfg = None
-    try:
-        cfg = _cfg(args)
-        result = promote(cfg, candidate, dry_run=dry_run, out_dir=out)
-    except Exception as exc:  # noqa: BLE001 - any failure to evaluate is exit 2, never 1
-        print(f"speakerops promote: error: {exc}", file=sys.stderr)
-        if cfg is not None and not dry_run:
-            try:
-                record_error(cfg, candidate, str(exc))
-            except Exception as log_exc:  # noqa: BLE001
-                print(f"speakerops promote: could not audit the error: {log_exc}", file=sys.stderr)
-        return EXIT_ERROR
     print("\n".join(summary_lines(result.verdict)))
     print(f"report: {result.out_dir / 'report.md'}")
     print(f"verdict: {result.out_dir / 'verdict.json'}")
     return result.exit_code
 
 
-cmd_promote.options = [  # type: ignore[attr-defined]
-    (("--candidate",), {"help": "the registered version to promote, models:/<name>/<N>"}),
-    (("--dry-run",), {"action": "store_true", "help": "evaluate and report; change nothing"}),
-    (("--out",), {"help": "report folder (default register.promote_dir/<name>-v<N>)"}),
-]
-
-
 @command(
     "rollback",
-    "move alias `champion` back to the previous champion (or --to <N>), with an audit record",
+    "move alias `champion` of register.model_name back to the previous champion (or to=<N>), "
+    "with an audit record",
+    options={
+        "to": "version to restore (default: the previous champion)",
+        "reason": "why (goes into the audit record)",
+    },
+    errors_exit_2=True,
 )
-def cmd_rollback(args: argparse.Namespace) -> int:
+def cmd_rollback(call: Call, cfg: DictConfig) -> int:
     from speakerops.registry.champion import rollback
-    from speakerops.registry.promote import EXIT_ERROR
 
-    to = _option(args, "to")
-    reason = _option(args, "reason") or ""
-    model = _option(args, "model")
-    try:
-        record = rollback(_cfg(args), model_name=model, to_version=to, reason=reason)
-    except Exception as exc:  # noqa: BLE001
-        print(f"speakerops rollback: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    record = rollback(cfg, to_version=call.options.get("to"), reason=call.options.get("reason", ""))
     print(
         f"rollback: alias champion of {record['model_name']} moved from "
         f"v{record['champion_before']} to v{record['champion_after']} "
@@ -218,148 +218,80 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-cmd_rollback.options = [  # type: ignore[attr-defined]
-    (("--to",), {"help": "version to restore (default: the previous champion)"}),
-    (("--reason",), {"help": "why (goes into the audit record)"}),
-    (("--model",), {"help": "registered model name (default register.model_name)"}),
-]
-
-
 @command(
     "embed",
     "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> "
     "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>] [quality.<key>=...]; "
     "files skipped or refused by the input checks go to <output>.quarantine.csv",
+    options={
+        "model": "a registry URI (resolved in paths.registry_dir) or a local encoder",
+        "input": "a folder of audio or a manifest .csv",
+        "output": "embeddings file, .parquet or .npz",
+        "log_dir": "append the batch to this production log",
+        "channel": "channel label for the production log",
+    },
 )
-def cmd_embed(args: argparse.Namespace) -> int:
-    from speakerops.core import paths
-    from speakerops.core.config import compose
-    from speakerops.data.quality import QualitySettings
-    from speakerops.eval.embed import embed_inputs, quarantine_path, write_embeddings
-    from speakerops.registry.package import load_encoder
+def cmd_embed(call: Call, cfg: DictConfig) -> int:
+    from speakerops.drift.ingest import embed_to_file
 
-    checks = [o for o in args.overrides if o.startswith(("quality.", "audio.extensions="))]
-    opts = _key_values(
-        [o for o in args.overrides if o not in checks],
-        required=("model", "input", "output"),
-        optional=("log_dir", "channel"),
+    missing = [k for k in ("model", "input", "output") if not call.options.get(k)]
+    if missing:
+        raise ValueError(f"missing {', '.join(k + '=...' for k in missing)}")
+    o = call.options
+    report = embed_to_file(
+        cfg, o["model"], o["input"], o["output"], o.get("log_dir"), o.get("channel")
     )
-    cfg = compose(checks, args.config)
-    encoder = load_encoder(opts["model"], tracking_uri=paths.tracking_uri("registry"))
-    batch, quarantine = embed_inputs(
-        encoder,
-        opts["input"],
-        cfg.audio.extensions,
-        QualitySettings.from_config(cfg.quality),
-        desc="speakerops embed",
-    )
-    write_embeddings(batch, opts["output"])
-    print(
-        f"wrote {len(batch.utt_ids)} embeddings ({encoder.embedding_dim}-dim) to {opts['output']}"
-    )
-    if "log_dir" in opts and batch.utt_ids:
-        part = _append_to_production_log(batch, opts)
-        print(f"appended {len(batch.utt_ids)} rows to the production log: {part}")
-    for row in quarantine.itertuples():
+    print(f"wrote {report.n_embedded} embeddings ({report.embedding_dim}-dim) to {report.output}")
+    if report.log_part is not None:
+        print(f"appended {report.n_embedded} rows to the production log: {report.log_part}")
+    for row in report.quarantine.itertuples():
         print(f"skipped {row.path}: {row.reason}", file=sys.stderr)
-    if len(quarantine):
-        qpath = quarantine_path(opts["output"])
-        quarantine.to_csv(qpath, index=False)
+    if report.quarantine_file is not None:
         print(
-            f"{len(quarantine)} file(s) could not be embedded (listed above and in {qpath}); "
-            "the rest were written",
+            f"{len(report.quarantine)} file(s) could not be embedded (listed above and in "
+            f"{report.quarantine_file}); the rest were written",
             file=sys.stderr,
         )
-    return 0 if batch.utt_ids else 2
-
-
-def _str_or_none(value) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _append_to_production_log(batch, opts: dict[str, str]):
-    """Log embeddings with model version, duration, native rate, blind SNR, channel (`channel=`,
-    else a manifest's `channel` column) and, for a manifest with a `speaker` column, HMAC
-    pseudonyms of the speakers."""
-    from pathlib import Path
-
-    from speakerops.core import paths
-    from speakerops.core.config import compose
-    from speakerops.core.keys import keyring_from_cfg
-    from speakerops.drift.log import append_production_log
-    from speakerops.registry.package import resolve_model_version
-
-    name, version = resolve_model_version(opts["model"], paths.tracking_uri("registry"))
-    speakers = None
-    channels = [opts.get("channel")] * len(batch.utt_ids)
-    if Path(opts["input"]).suffix.lower() == ".csv":
-        import pandas as pd
-
-        manifest = pd.read_csv(opts["input"], dtype=str).set_index("utt_id")
-        if "speaker" in manifest.columns:
-            speakers = [manifest["speaker"].get(u) for u in batch.utt_ids]
-        if "channel" in manifest.columns and "channel" not in opts:
-            channels = [_str_or_none(manifest["channel"].get(u)) for u in batch.utt_ids]
-    return append_production_log(
-        opts["log_dir"],
-        batch.embeddings,
-        utt_ids=batch.utt_ids,
-        model_name=name,
-        model_version=version,
-        durations_s=batch.durations,
-        sample_rates=batch.sample_rates,
-        snr_db=batch.snr_db,
-        channels=channels,
-        speaker_ids=speakers,
-        keyring=keyring_from_cfg(compose([])),
-    )
+    return 0 if report.n_embedded else EXIT_ERROR
 
 
 @command(
     "keys",
     "keys for biometric data at rest: `keys init` | `keys status` | "
-    "`keys rotate [--retire] [purpose=<name>]` (master key re-wrap, or a new data key)",
+    "`keys rotate [retire=true] [purpose=<name>]` (master key re-wrap, or a new data key)",
+    options={"purpose": "rotate: the data key to replace", "retire": "rotate: drop the old master"},
+    flags=("retire",),
+    actions=("status", "init", "rotate"),
 )
-def cmd_keys(args: argparse.Namespace) -> int:
+def cmd_keys(call: Call, cfg: DictConfig) -> int:
     from speakerops.core import keyops, keys
 
-    action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("status", [])
-    purpose = None
-    if action == "rotate":
-        purpose = next((o.split("=", 1)[1] for o in rest if o.startswith("purpose=")), None)
-        rest = [o for o in rest if not o.startswith("purpose=")]
-    cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
-    if action == "init":
+    if call.action == "init":
         print(keyops.init_keys(cfg))
-    elif action == "status":
-        _print_json(keys.keyring_from_cfg(cfg).status())
-    elif action == "rotate":
-        print(keyops.rotate_keys(cfg, retire=bool(args.retire), purpose=purpose))
+    elif call.action == "rotate":
+        print(
+            keyops.rotate_keys(cfg, retire=call.flag("retire"), purpose=call.options.get("purpose"))
+        )
     else:
-        raise ValueError(f"keys {action!r}: expected init, status or rotate")
+        _print_json(keys.keyring_from_cfg(cfg).status())
     return 0
 
 
-cmd_keys.options = [  # type: ignore[attr-defined]
-    (("--retire",), {"action": "store_true", "help": "rotate: drop the old master's wrapping"}),
-]
-
-
-@command("audit", "`audit verify`: the audit log's keyed chain and its anchored heads")
-def cmd_audit(args: argparse.Namespace) -> int:
+@command(
+    "audit",
+    "`audit verify`: the audit log's keyed chain and its anchored heads",
+    actions=("verify",),
+)
+def cmd_audit(call: Call, cfg: DictConfig) -> int:
     from speakerops.core.mlflow import client
-    from speakerops.registry import audit
+    from speakerops.registry.audit import AuditError, audit_log_path, verify_store
 
-    action, rest = (args.overrides[0], args.overrides[1:]) if args.overrides else ("verify", [])
-    if action != "verify":
-        raise ValueError(f"audit {action!r}: expected verify")
-    cfg = _cfg(argparse.Namespace(overrides=rest, config=args.config))
     try:
-        n = audit.verify_store(cfg, client(cfg.paths.registry_dir))
-    except audit.AuditError as exc:
+        n = verify_store(cfg, client(cfg.paths.registry_dir))
+    except AuditError as exc:
         print(f"speakerops audit: REFUSED: {exc}", file=sys.stderr)
         return 1
-    print(f"audit log {audit.audit_log_path(cfg)}: {n} record(s) verified (chain, MACs, heads)")
+    print(f"audit log {audit_log_path(cfg)}: {n} record(s) verified (chain, MACs, heads)")
     return 0
 
 
@@ -367,80 +299,91 @@ def cmd_audit(args: argparse.Namespace) -> int:
     "models",
     "model files: `models convert <old encoder.pt> <new.safetensors>` (the only command that reads "
     "a pickled encoder, with torch.load(weights_only=True))",
+    actions=("convert",),
+    positionals=True,
 )
-def cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(call: Call, cfg: DictConfig) -> int:
     from speakerops.models.legacy import convert
 
-    if len(args.overrides) != 3 or args.overrides[0] != "convert":
-        raise SystemExit("usage: speakerops models convert <old encoder.pt> <new.safetensors>")
-    _print_json(convert(*args.overrides[1:]))
+    if len(call.args) != 2:
+        raise ValueError("usage: speakerops models convert <old encoder.pt> <new.safetensors>")
+    _print_json(convert(*call.args))
     return 0
 
 
 @command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")
-def cmd_drift(args: argparse.Namespace) -> int:
+def cmd_drift(call: Call, cfg: DictConfig) -> int:
     from speakerops.drift.run import main as drift_main
 
-    return drift_main(_cfg(args))
+    return drift_main(cfg)
 
 
 @command(
     "demo", "the whole lifecycle on the embedded synthetic corpus (prepare .. gate), with a summary"
 )
-def cmd_demo(args: argparse.Namespace) -> int:
-    from speakerops.demo import run_demo
+def cmd_demo(call: Call, cfg: DictConfig) -> int:
+    from speakerops.demo.lifecycle import run_demo
 
-    return run_demo(args.overrides)
+    return run_demo(call.overrides)
 
 
 @command(
     "drift-demo",
     "after `demo`: a same-distribution and a shifted-channel production batch through drift monitoring",
 )
-def cmd_drift_demo(args: argparse.Namespace) -> int:
-    from speakerops.drift.demo import run_drift_demo
+def cmd_drift_demo(call: Call, cfg: DictConfig) -> int:
+    from speakerops.demo.drift import run_drift_demo
 
-    return run_drift_demo(args.overrides)
+    return run_drift_demo(call.overrides)
 
 
 @command("serve", "the verification service (FastAPI on serve.host:serve.port, OpenAPI at /docs)")
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(call: Call, cfg: DictConfig) -> int:
     from speakerops.serve.app import run
 
-    run(_cfg(args))
+    run(cfg)
     return 0
 
 
 @command(
-    "serve-token", "issue a bearer token for a tenant of the service: `serve-token tenant=<name>`"
+    "serve-token",
+    "issue a bearer token for a tenant of the service: `serve-token tenant=<name>`",
+    options={"tenant": "the tenant the token is for"},
 )
-def cmd_serve_token(args: argparse.Namespace) -> int:
+def cmd_serve_token(call: Call, cfg: DictConfig) -> int:
     from speakerops.serve.tokens import issue_token
 
-    opts = _key_values(args.overrides[:1], ("tenant",))
-    cfg = _cfg(argparse.Namespace(overrides=args.overrides[1:], config=args.config))
-    token_id, token = issue_token(cfg.serve.tokens, opts["tenant"])
-    print(f"tenant {opts['tenant']}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
+    tenant = call.options.get("tenant")
+    if not tenant:
+        raise ValueError("missing tenant=...")
+    token_id, token = issue_token(cfg.serve.tokens, tenant)
+    print(f"tenant {tenant}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
     print(token)
     return 0
 
 
-def _client_command(action: str):
-    def run(args: argparse.Namespace) -> int:
+_CLIENT_OPTIONS = {
+    "url": "the service (default http://127.0.0.1:8000)",
+    "tenant": "the tenant (required)",
+    "token": "bearer token (default: $SPEAKEROPS_TOKEN)",
+}
+
+
+def _client_command(action: str) -> Callable[..., int]:
+    def run(call: Call, cfg: DictConfig) -> int:
         from speakerops.serve.client import ClientError, run_command
 
+        o = call.options
+        if not o.get("tenant"):
+            raise ValueError("missing tenant=... (or --tenant)")
+        url = o.get("url", "http://127.0.0.1:8000")
         try:
-            _print_json(run_command(action, args.url, args.tenant, args.token, args.overrides))
+            _print_json(run_command(action, url, o["tenant"], o.get("token"), call.args))
         except ClientError as exc:
             print(f"speakerops {action}: {exc}", file=sys.stderr)
             return 1
         return 0
 
-    run.options = [  # type: ignore[attr-defined]
-        (("--url",), {"default": "http://127.0.0.1:8000", "help": "the service"}),
-        (("--tenant",), {"required": True}),
-        (("--token",), {"help": "bearer token (default: $SPEAKEROPS_TOKEN)"}),
-    ]
     return run
 
 
@@ -450,76 +393,110 @@ for _action, _usage in (
     ("identify", "FILE: identify the speaker among the enrolled ones (or 'unknown')"),
     ("forget", "SPEAKER: delete a speaker's template from the service"),
 ):
-    command(_action, _usage)(_client_command(_action))
+    command(_action, _usage, options=_CLIENT_OPTIONS, positionals=True)(_client_command(_action))
 
 
-@command("ui", "start the MLflow UI on the embedded store (http://127.0.0.1:5000)")
-def cmd_ui(args: argparse.Namespace) -> int:
+@command("ui", "the MLflow UI on the store of paths.registry_dir (ui.host, ui.port)")
+def cmd_ui(call: Call, cfg: DictConfig) -> int:
     import os
 
-    from speakerops.core import paths
+    from speakerops.core.mlflow import ui_command
 
-    uri = paths.tracking_uri("registry")
-    argv = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "5000",
-    ]
-    if paths.artifact_location("registry"):
-        argv += ["--default-artifact-root", paths.artifact_location("registry")]
+    argv = ui_command(cfg.paths.registry_dir, cfg.ui.host, cfg.ui.port)
     print(" ".join(argv))
-    os.execv(sys.executable, argv + list(args.overrides))
+    os.execv(argv[0], argv)
     return 0
 
 
-def _key_values(
-    items: list[str], required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> dict[str, str]:
-    """Parse `key=value` arguments, naming what is missing or unknown."""
-    opts: dict[str, str] = {}
-    for item in items:
+# --------------------------------------------------------------------------- parsing
+
+
+def parse(argv: list[str]) -> Call:
+    """`[action] key=value ... --key value --flag` -> a `Call` (options vs Hydra overrides)."""
+    if not argv or argv[0] not in COMMANDS:
+        got = f"unknown command {argv[0]!r}; " if argv else ""
+        raise ValueError(f"{got}expected one of: {', '.join(COMMANDS)} (see --help)")
+    cmd, rest = COMMANDS[argv[0]], list(argv[1:])
+    action = None
+    if cmd.actions:
+        action = (
+            rest.pop(0) if rest and "=" not in rest[0] and not rest[0].startswith("-") else None
+        )
+        action = action or cmd.actions[0]
+        if action not in cmd.actions:
+            raise ValueError(f"{cmd.name} {action!r}: expected one of {', '.join(cmd.actions)}")
+    options: dict[str, str] = {}
+    overrides: list[str] = []
+    args: list[str] = []
+    config = None
+    while rest:
+        item = rest.pop(0)
+        if item.startswith("--"):
+            key, sep, value = item[2:].replace("-", "_").partition("=")
+            if key == "config" or key in cmd.options:
+                if not sep:
+                    if key in cmd.flags:
+                        value = "true"
+                    elif rest:
+                        value = rest.pop(0)
+                    else:
+                        raise ValueError(f"--{key} needs a value")
+                if key == "config":
+                    config = value
+                else:
+                    options[key] = value
+                continue
+            raise ValueError(f"unknown option {item!r} for `{cmd.name}` (see `{cmd.name} --help`)")
         key, sep, value = item.partition("=")
-        if not sep or key not in required + optional:
-            raise SystemExit(
-                f"unexpected argument {item!r}: expected {', '.join(k + '=...' for k in required + optional)}"
-            )
-        opts[key] = value
-    missing = [k for k in required if k not in opts]
-    if missing:
-        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}")
-    return opts
+        if not sep and cmd.positionals:
+            args.append(item)
+            continue
+        if not sep:
+            raise ValueError(f"unexpected argument {item!r}: arguments are key=value")
+        if key == "config":
+            config = value
+        elif key in cmd.options:
+            options[key] = value
+        else:
+            overrides.append(item)
+    return Call(cmd, options, overrides, config, action, args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="speakerops", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (help_text, fn) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        for flags, kwargs in getattr(fn, "options", ()):
-            p.add_argument(*flags, **kwargs)
-        p.add_argument("--config", help="a composed params.yaml to load instead of composing conf/")
-        if name == "params":
-            p.add_argument("--output", help="where to write (default params.yaml)")
-        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.channels=256")
-    return parser
+def usage(cmd: Command | None = None) -> str:
+    if cmd is None:
+        lines = [__doc__.split("\n")[0], "", "commands:"]
+        lines += [f"  {c.name:<11} {c.help}" for c in COMMANDS.values()]
+        return "\n".join(lines + ["", "`speakerops <command> --help` lists its options."])
+    lines = [f"speakerops {cmd.name}: {cmd.help}", ""]
+    if cmd.actions:
+        lines.append(f"actions: {' | '.join(cmd.actions)} (default {cmd.actions[0]})")
+    lines += [f"  {k}=...  {h}" for k, h in cmd.options.items()]
+    lines.append("  config=params.yaml  load a composed config instead of composing conf/")
+    lines.append("  <key>=<value>       any Hydra override of conf/, e.g. model.channels=256")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else EXIT_ERROR
+    if argv[0] in COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):
+        print(usage(COMMANDS[argv[0]]))
+        return 0
+    name = argv[0]
     try:
-        return int(COMMANDS[args.command][1](args) or 0)
+        call = parse(argv)
+        offline_env()
+        cfg = call.cfg()
+        apply_threads(cfg.runtime.threads)
+        return int(call.command.run(call, cfg) or 0)
     except Exception as exc:
-        if not _is_user_error(exc):
+        spec = COMMANDS.get(name)
+        if not (_is_user_error(exc) or (spec is not None and spec.errors_exit_2)):
             raise
-        print(f"speakerops {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"speakerops {name}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _is_user_error(exc: BaseException) -> bool:

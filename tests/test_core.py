@@ -43,6 +43,7 @@ def test_fluent_store_is_scoped_and_restores_the_globals(
     uri = tracking_uri(tmp_path / "reg")
     with fluent_store(uri):
         assert mlflow.get_tracking_uri() == uri and mlflow.get_registry_uri() == uri
+        assert "MLFLOW_TRACKING_URI" not in os.environ  # not exported: no team server implied
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_param("k", "v")
     assert mlflow.get_tracking_uri() == before

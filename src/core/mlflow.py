@@ -10,6 +10,7 @@ what was there before, environment variables included.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,20 +50,36 @@ def ensure_experiment(name: str, registry: str | Path) -> str:
 @contextmanager
 def fluent_store(uri: str) -> Iterator[str]:
     """Within the block MLflow's fluent API reads and writes the store at `uri`; on exit the
-    previous global URIs and the MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI variables are put
-    back as they were (MLflow's setters export them process-wide)."""
+    previous global URIs are put back. The environment is left as it was throughout (MLflow's
+    setters export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; that would make `paths`
+    mistake the store for a team server, and outlive the block)."""
     offline_env()
     saved_env = {k: os.environ.get(k) for k in _ENV}
     saved = (_tracking_state._tracking_uri, _registry_state._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _restore_env(saved_env)
     try:
         yield uri
     finally:
         mlflow.set_tracking_uri(saved[0])
         _registry_state._registry_uri = saved[1]
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _restore_env(saved_env)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def ui_command(registry: str | Path, host: str, port: int) -> list[str]:
+    """The `mlflow ui` command line on the store of `registry` (`speakerops ui` runs it)."""
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(registry)]
+    argv += ["--host", str(host), "--port", str(int(port))]
+    artifacts = artifact_location(registry)
+    if artifacts:
+        argv += ["--default-artifact-root", artifacts]
+    return argv

@@ -146,6 +146,8 @@ RULES: dict[str, Rule] = {
     "quality.vad.speech_pad_ms": integer(ge=0),
     "mlflow.experiment": TEXT,
     "mlflow.run_name": OPTIONAL_TEXT,
+    "ui.host": TEXT,
+    "ui.port": integer(ge=1, le=65535),
     # optimisation (train stage)
     "optim.lr": number(gt=0),
     "optim.weight_decay": number(ge=0),

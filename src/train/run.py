@@ -33,6 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 from speakerops.core.config import flatten
 from speakerops.core.env import offline_env
 from speakerops.core.jsonio import sha256_file
+from speakerops.core.mlflow import fluent_store
 from speakerops.core.paths import artifact_location, tracking_uri
 from speakerops.models import encoder_file
 from speakerops.models.encoder import FILENAME, SpeakerEncoder
@@ -135,6 +136,12 @@ def train(
     (`trainer`). `extra_callbacks` run after the configured ones (a sweep's pruning); `tags` are
     set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
     """
+    # Lightning's MLFlowLogger sets (and exports) MLflow's global tracking URI: scoped here
+    with fluent_store(tracking_uri(cfg.paths.registry_dir)):
+        return _fit(cfg, extra_callbacks, tags)
+
+
+def _fit(cfg: DictConfig, extra_callbacks: list[Callback] | None, tags: dict[str, str] | None):
     pl.seed_everything(int(cfg.seed), workers=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.train.out_dir)

@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 
 from speakerops.core.config import compose
+from speakerops.core.names import CHAMPION
+from speakerops.data.synthetic import generate_corpus
+from speakerops.drift.ingest import embed_to_file
+from speakerops.drift.run import main as drift_main
 
 SHIFTED_CHANNEL = {"column": "gender", "value": ["f", "m"], "channel": "phone", "snr_db": 5.0}
 DEMO_KEY = "speakerops-drift-demo-key (not a secret: set SPEAKEROPS_PSEUDONYM_KEY in production)"
@@ -27,8 +31,6 @@ def production_batch(
     """Generate a labelled production batch and write its manifest: speaker ids prefixed,
     utterance ids opaque (`prod-<batch>-<n>`: the production log refuses ids that contain a
     raw speaker id)."""
-    from speakerops.data.synthetic import generate_corpus
-
     df = generate_corpus(out_dir, n_speakers, 3, seed=seed, degrade=degrade, workers=2)
     df = df.assign(
         path=[str((out_dir / p).resolve()) for p in df["path"]],
@@ -42,8 +44,6 @@ def production_batch(
 
 
 def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
-    from speakerops.cli import main as cli
-
     os.environ.setdefault("SPEAKEROPS_PSEUDONYM_KEY", DEMO_KEY)
     cfg = compose(overrides)
     root = Path(cfg.paths.artifacts_dir).parent / "data" / "production_demo"
@@ -53,31 +53,32 @@ def run_drift_demo(overrides: list[str], retrain: bool = True) -> int:
         manifest = production_batch(batch_dir, name, 5000 + k, 120, degrade)
         log_dir = root / "log" / name
         shutil.rmtree(log_dir, ignore_errors=True)  # a rerun replays the batch, not appends it
-        rc = cli(
-            [
-                "embed",
-                f"model=models:/{cfg.register.model_name}@champion",
-                f"input={manifest}",
-                f"output={batch_dir / 'embeddings.parquet'}",
-                f"log_dir={log_dir}",
-            ]
-        )
-        if rc:
+        try:
+            report = embed_to_file(
+                cfg,
+                f"models:/{cfg.register.model_name}@{CHAMPION}",
+                manifest,
+                batch_dir / "embeddings.parquet",
+                log_dir,
+            )
+        except (ValueError, LookupError, OSError) as exc:
             print(
-                "drift-demo: embedding failed (the reason is above); it needs the champion"
+                f"drift-demo: embedding failed ({exc}); it needs the champion"
                 " that `speakerops demo` registers",
                 file=sys.stderr,
             )
             return 2
-        drift_args = [
-            "drift",
-            *overrides,
-            f"drift.log_dir={log_dir}",
-            f"drift.run_name=demo-{name}",
-            f"drift.retrain.enabled={str(retrain and name == 'shifted').lower()}",
-            f"drift.retrain.labelled_manifest={manifest}",
-        ]
-        results[name] = cli(drift_args)
+        print(f"wrote {report.n_embedded} embeddings to {report.output}; log {report.log_part}")
+        drift_cfg = compose(
+            [
+                *overrides,
+                f"drift.log_dir={log_dir}",
+                f"drift.run_name=demo-{name}",
+                f"drift.retrain.enabled={str(retrain and name == 'shifted').lower()}",
+                f"drift.retrain.labelled_manifest={manifest}",
+            ]
+        )
+        results[name] = drift_main(drift_cfg)
     tickets = sorted(Path(cfg.drift.tickets.dir).glob("*.json"))
     print("\n" + "=" * 72 + "\nspeakerops drift demo summary\n" + "=" * 72)
     for name, rc in results.items():

@@ -18,6 +18,8 @@ from speakerops.core.config import compose, write_params
 from speakerops.core.env import child_env
 from speakerops.core.mlflow import client as store_client
 from speakerops.core.names import CHAMPION
+from speakerops.eval.evaluate import evaluate_corpus
+from speakerops.models.encoder import FILENAME, SpeakerEncoder
 
 
 def shared_data_dir() -> Path:
@@ -74,9 +76,6 @@ def run_demo(overrides: list[str]) -> int:
 
     libri = shared_data_dir() / "librispeech" / "test-other"
     if libri.is_dir() and reg:
-        from speakerops.eval.evaluate import evaluate_corpus
-        from speakerops.models.encoder import FILENAME, SpeakerEncoder
-
         real = evaluate_corpus(
             SpeakerEncoder.load(art / "register" / FILENAME), "librispeech", libri
         )
