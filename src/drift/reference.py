@@ -9,8 +9,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from speakerops.core.env import offline_env
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from speakerops.core.keys import Keyring
+from speakerops.core.mlflow import client_for
+from speakerops.core.names import CHAMPION
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, Reference, load_reference
 
 
@@ -28,7 +32,7 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
 
 def load_champion_reference(
     model_name: str,
-    alias: str = "champion",
+    alias: str = CHAMPION,
     tracking_uri: str | None = None,
     *,
     keyring: Keyring,
@@ -38,13 +42,8 @@ def load_champion_reference(
     Returns ``(reference, version)``; the reference carries the model name, version and
     run id. Raises a clear error when the alias or the artifacts are missing.
     """
-    offline_env()
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = client_for(uri)
     try:
         mv = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:

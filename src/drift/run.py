@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from speakerops.core.jsonio import sha256_file
 from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
+from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
 from speakerops.drift.checks import check_drift
 from speakerops.drift.config import drift_config
@@ -268,7 +269,7 @@ def _main(
         t0 = time.perf_counter()
         start, end = resolve_window(d)
         version = d.window.model_version
-        if version is not None and str(version) == "champion":
+        if version is not None and str(version) == CHAMPION:
             version = reference.model_version
         window = read_production_log(
             d.log_dir,
