@@ -1,7 +1,7 @@
 """A Lightning callback that tests/test_ddp.py adds to `speakerops train` from the command line
 (`+callbacks.rank_weights._target_=tests.ddp_probe.SaveRankWeights`, with the repository on
 PYTHONPATH): every rank saves its parameters when training ends, so the test can compare the
-ranks' weights. Tensors only (loaded back with `weights_only=True`)."""
+ranks' weights. Safetensors files: tensors only, no pickle."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from safetensors.torch import save_file
 
 
 class SaveRankWeights(Callback):
@@ -18,8 +19,8 @@ class SaveRankWeights(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        weights = {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()}
-        torch.save(
+        weights = {n: p.detach().cpu().contiguous() for n, p in pl_module.named_parameters()}
+        save_file(
             {"global_step": torch.tensor(trainer.global_step), **weights},
-            self.out_dir / f"rank{trainer.global_rank}.pt",
+            str(self.out_dir / f"rank{trainer.global_rank}.safetensors"),
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from .conftest import REPO
 
@@ -72,9 +73,7 @@ def test_ddp_cpu_two_processes_log_one_run_and_match_one_process(
     assert ddp["world_size"] == 2 and ddp["epochs"] == 2
     # gradients are all-reduced: after 10 steps on different shards both ranks hold the same
     # weights, bit for bit (BatchNorm running statistics are buffers, per process by design)
-    rank0, rank1 = (
-        torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1)
-    )
+    rank0, rank1 = (load_file(str(tmp_path / "ranks" / f"rank{r}.safetensors")) for r in (0, 1))
     assert int(rank0.pop("global_step")) == int(rank1.pop("global_step")) == 10
     assert rank0.keys() == rank1.keys() and len(rank0) > 10
     for name, weight in rank0.items():
