@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from speakerops.data.listing import FileListing, drop_duplicate_ids
+from speakerops.data.synthetic import generate_corpus
 
 
 def _require_dir(root: str | Path | None, corpus: str) -> Path:
@@ -134,8 +135,6 @@ def read_voxceleb_trials(path: str | Path) -> pd.DataFrame:
 
 def synthetic_corpus(out_dir: str | Path, cfg) -> pd.DataFrame:
     """Generate (or reuse) the embedded synthetic corpus under `out_dir`."""
-    from speakerops.data.synthetic import generate_corpus
-
     out_dir = Path(out_dir)
     degrade = dict(cfg.degrade) if cfg.get("degrade") else None
     df = generate_corpus(
