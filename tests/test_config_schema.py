@@ -50,6 +50,15 @@ def test_unknown_model_is_one_line_with_the_options(tmp_path: Path, monkeypatch,
     assert err.count("\n") == 1 and "model/transformer9000" in err and "ecapa_small" in err, err
 
 
+def test_unknown_model_arch_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "model.arch=transformer9000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "model.arch='transformer9000': unknown backbone" in err and "ecapa_tdnn" in err, err
+    assert list(tmp_path.iterdir()) == []  # refused before the data, checkpoints or MLflow
+
+
 def test_every_bad_value_is_named_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         compose(["trainer.max_epochs=-1", "optim.lr=0", "data.min_duration=abc"])

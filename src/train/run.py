@@ -136,6 +136,7 @@ def train(
     (`trainer`). `extra_callbacks` run after the configured ones (a sweep's pruning); `tags` are
     set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
     """
+    model_spec(cfg.model)  # an unknown model.arch is refused before any data is read or written
     # Lightning's MLFlowLogger sets (and exports) MLflow's global tracking URI: scoped here
     with fluent_store(tracking_uri(cfg.paths.registry_dir)):
         return _fit(cfg, extra_callbacks, tags)
