@@ -311,6 +311,25 @@ def cmd_models(call: Call, cfg: DictConfig) -> int:
     return 0
 
 
+@command(
+    "policy",
+    "`policy commit reason=<why> [register.policy=<file>]`: make a policy the registry's "
+    "committed one (audited); promotions under any other need register.policy_override",
+    options={"reason": "why (goes into the audit record)"},
+    actions=("commit",),
+    errors_exit_2=True,
+)
+def cmd_policy(call: Call, cfg: DictConfig) -> int:
+    from speakerops.registry.policy_pin import commit_policy
+
+    record = commit_policy(cfg, call.options.get("reason", ""))
+    print(
+        f"policy {record['policy']} (sha256 {record['policy_sha256'][:12]}…) committed for "
+        f"{record['model_name']} (audit record {record['seq']})"
+    )
+    return 0
+
+
 @command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")
 def cmd_drift(call: Call, cfg: DictConfig) -> int:
     from speakerops.drift.run import main as drift_main

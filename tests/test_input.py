@@ -102,9 +102,9 @@ def test_clipping_and_dc_offset_are_refused(speech, quality) -> None:
     assert (
         clipped.clipped_ratio > quality.max_clipped_ratio and "loud.wav" in clipped.refusals[0][3]
     )
-    shifted = measure_quality(wav + 0.3, rate, quality, "dc.wav")
+    shifted = measure_quality(wav * 0.5 + 0.6, rate, quality, "dc.wav")
     assert "dc_offset" in [r[0] for r in shifted.refusals]
-    assert shifted.dc_offset == pytest.approx(0.3 + float(np.mean(wav)), abs=1e-4)
+    assert shifted.dc_offset == pytest.approx(0.6 + 0.5 * float(np.mean(wav)), abs=1e-4)
 
 
 @pytest.mark.parametrize("seconds", SNIPPETS)

@@ -190,7 +190,8 @@ def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
         "register.gate_dir=artifacts/strict",
         "evaluate.bootstrap.n=100",
     ]
-    proc = run([*gate, f"register.policy={strict}"], project, check=False)
+    override = "register.policy_override=test: a stricter policy"  # the committed one is pinned
+    proc = run([*gate, f"register.policy={strict}", override], project, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "REFUSED" in proc.stdout and "eer" in proc.stdout and "ceiling 0.0001" in proc.stdout
     assert client(project).get_registered_model(reg["model_name"]).aliases.get("champion") == before
@@ -201,7 +202,7 @@ def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
     assert (project / "artifacts/strict/promotion/report.md").is_file()
     missing = project / "missing.yaml"
     missing.write_text("absolute:\n  not_a_metric: {max: 1}\n")
-    proc = run([*gate, f"register.policy={missing}"], project, check=False)
+    proc = run([*gate, f"register.policy={missing}", override], project, check=False)
     assert proc.returncode == 1 and "fail closed" in proc.stdout
     proc = run([*gate, f"register.policy={project / 'nope.yaml'}"], project, check=False)
     assert proc.returncode == 2 and "policy not found" in proc.stderr

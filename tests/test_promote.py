@@ -143,7 +143,8 @@ def story(world):
 
     s = {}
     s["no_champion"] = promote(2, main, out="0-v2-no-champion")
-    s["v1"] = promote(1, boot, out="1-v1")
+    # the first promotion (under main) committed main.yaml: the bootstrap policy needs an override
+    s["v1"] = promote(1, boot, "register.policy_override=bootstrap the first champion", out="1-v1")
     s["v3a"] = promote(3, main, out="2-v3-a")
     s["v3b"] = promote(3, main, out="2-v3-b")
     s["v2"] = promote(2, main, out="3-v2")
@@ -416,3 +417,34 @@ def test_report_reads_well(story) -> None:
         assert f"]({png})" in report
         data = (r["dir"] / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_a_lax_policy_on_the_command_line_is_refused_unless_overridden(world, story) -> None:
+    """Today a lax policy given as register.policy=<file> was accepted; the registry's
+    committed policy (main.yaml, committed by the story's first promotion) is pinned."""
+    from speakerops.core.keys import open_keyring
+    from speakerops.registry.audit import read_audit_log, verify_audit_log
+
+    root, params = world["root"], str(world["params"])
+    assert story["v1"]["verdict"]["policy"]["pin"]["override"] == "bootstrap the first champion"
+    assert story["v2"]["verdict"]["policy"]["pin"] == {
+        "committed": story["no_champion"]["verdict"]["policy"]["sha256"]
+    }
+    lax = root / "lax.yaml"
+    lax.write_text("operating_point: {p_target: 0.5}\nabsolute:\n  eer: {max: 0.99}\n")
+    rc, out, err = cli(
+        "promote", "--config", params, "--candidate", "models:/speaker-encoder/3",
+        "--out", str(root / "out" / "9-lax"), f"register.policy={lax}",
+    )  # fmt: skip
+    assert rc == 2 and "is not the committed policy of speaker-encoder" in err, err
+    champion = client(world).get_registered_model("speaker-encoder").aliases.get("champion")
+    assert champion != "3"
+    rc, out, err = cli("policy", "commit", "--config", params, f"register.policy={lax}",
+                       "--reason", "test: lax on purpose")  # fmt: skip
+    assert rc == 0 and "committed for speaker-encoder" in out, err
+    log = root / "registry" / "audit.jsonl"
+    records = read_audit_log(log)
+    assert records[-1]["action"] == "policy-commit" and records[-2]["verdict"] == "error"
+    assert verify_audit_log(log, keyring=open_keyring(root / "registry")) == len(records)
+    tags = client(world).get_registered_model("speaker-encoder").tags
+    assert tags["policy.committed_path"] == str(lax)

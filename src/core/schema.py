@@ -227,6 +227,7 @@ RULES: dict[str, Rule] = {
     "register.policy": TEXT,
     "register.audit_log": TEXT,
     "register.lock_url": OPTIONAL_TEXT,
+    "register.policy_override": OPTIONAL_TEXT,
     "register.lock_timeout_s": number(gt=0),
     # sweeps (hparams_search=<name>)
     "sweep.study_name": TEXT,

@@ -114,6 +114,7 @@ def record_promotion(
         "reasons": reasons,
         "trials_sha256": verdict["trials"]["sha256"],
         "policy_sha256": verdict["policy"]["sha256"],
+        "policy_override": verdict["policy"].get("pin", {}).get("override"),
         "report": str(out / "report.md"),
         "mlflow_artifacts": run_artifact_uri(cand.run_id, artifact_path) if cand.run_id else None,
         "ci": {k: v for k, v in context.items() if k not in ("timestamp", "user")} or None,

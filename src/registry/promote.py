@@ -54,6 +54,7 @@ from speakerops.registry.champion import (
     record_promotion,
 )
 from speakerops.registry.lock import promotion_lock
+from speakerops.registry.policy_pin import check_policy
 from speakerops.registry.package import load_encoder
 from speakerops.registry.report import write_report
 from speakerops.registry.verdict import (
@@ -181,6 +182,7 @@ def _promote_locked(
     cand = model_version(client, name, version, alias)
     version = str(cand.version)
     champ = current_champion(client, name)
+    pin = check_policy(client, name, policy, cfg.register.get("policy_override"), dry_run=dry_run)
     out = _prepare_out_dir(_out_dir(cfg, name, version, out_dir))
 
     prepared = Path(cfg.data.prepared_dir)
@@ -196,7 +198,7 @@ def _promote_locked(
         "model_name": name,
         "candidate": cand_info,
         "champion": champ_info,
-        "policy": policy.summary(),
+        "policy": {**policy.summary(), "pin": pin},
         "trials": {
             "path": str(trials.path),
             "sha256": trials.sha256,
