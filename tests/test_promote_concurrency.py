@@ -139,17 +139,14 @@ def test_two_promotions_at_once_against_a_postgresql_backed_server(
     )  # fmt: skip
     try:
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
+        for attempt in range(181):  # polls 1 s apart until /health answers or the server exits
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2)
                 break
             except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(
-                        "mlflow server did not start: "
-                        + (tmp_path / "server.log").read_text()[-2000:]
-                    )
+                if attempt == 180 or server.poll() is not None:
+                    log = (tmp_path / "server.log").read_text()[-2000:]
+                    pytest.fail("mlflow server did not start: " + log)
                 time.sleep(1)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         params, _ = _world(tmp_path, {"register.lock_url": postgres_db})

@@ -67,10 +67,12 @@ def server(tmp_path):
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+    for _ in range(1200):  # polls 50 ms apart: the server is up, or it died, or it never came
+        if srv.started or not thread.is_alive():
+            break
         time.sleep(0.05)
+    assert thread.is_alive(), "the server thread died while starting"
+    assert srv.started, "the server did not start"
     yield f"http://127.0.0.1:{port}", token, app, encoder
     srv.should_exit = True
     thread.join(timeout=30)
