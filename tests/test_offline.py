@@ -28,6 +28,8 @@ socket.create_connection = lambda address, *a, **k: refuse(None, address)
 import numpy as np
 import speakerops
 for m in pkgutil.walk_packages(speakerops.__path__, "speakerops."):
+    if m.name.startswith("speakerops.serve.migrations."):
+        continue  # Alembic's scripts: they run inside Alembic's migration context only
     importlib.import_module(m.name)
 
 from omegaconf import OmegaConf
