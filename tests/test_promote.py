@@ -391,7 +391,9 @@ def test_group_degraded_data_is_refused_by_the_bias_gate_naming_the_group(story)
     assert (r["dir"] / "bias_gender.png").is_file()
 
 
-def test_fail_closed_on_another_trial_list_and_exit_2_on_errors(story) -> None:
+def test_fail_closed_on_another_trial_list_and_exit_2_on_errors(
+    story, tmp_path, monkeypatch
+) -> None:
     r = story["other_trials"]
     assert r["rc"] == 1
     assert failed(r["verdict"]) == {"trials.candidate", "trials.champion"}
@@ -400,6 +402,7 @@ def test_fail_closed_on_another_trial_list_and_exit_2_on_errors(story) -> None:
     assert bad["rc"] == 2 and "no such registered model version" in bad["stderr"]
     rc, _, err = cli("promote", "--config", "nope.yaml", "--candidate", "models:/x/1")
     assert rc == 2 and "nope.yaml" in err
+    monkeypatch.chdir(tmp_path)  # the default store of this call is ./registry: not the repo's
     rc, _, err = cli("promote", "--candidate", "runs:/abc/model")
     assert rc == 2 and "registered version" in err
 
