@@ -190,7 +190,9 @@ def test_gate_refuses_with_reason_and_keeps_champion(project: Path) -> None:
         "register.gate_dir=artifacts/strict",
         "evaluate.bootstrap.n=100",
     ]
-    override = "register.policy_override=a stricter policy for this test"  # the committed one is pinned
+    override = (
+        "register.policy_override=a stricter policy for this test"  # the committed one is pinned
+    )
     proc = run([*gate, f"register.policy={strict}", override], project, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "REFUSED" in proc.stdout and "eer" in proc.stdout and "ceiling 0.0001" in proc.stdout
