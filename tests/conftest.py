@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own temporary sto
 os.environ["SPEAKEROPS_DATA_KEY"] = secrets.token_hex(32)
 os.environ.pop("SPEAKEROPS_KEYRING", None)
 os.environ.pop("SPEAKEROPS_DATA_KEY_FILE", None)
+# never the user's own key file (~/.config/speakerops/master.key): a config home of the run's own
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="speakerops-test-config-")
 
 
 def shared(*parts: str) -> Path:
