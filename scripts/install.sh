@@ -13,10 +13,24 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "
 fi
 echo "speakerops: installing into $VENV (torch 2.11 + torchaudio 2.11, Lightning, MLflow, DVC, Evidently, Optuna; a few minutes the first time)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
+# Downloads resume and retry: a dropped connection halfway through torch's 530 MB wheel
+# must not fail a fresh install (pip's cache keeps what finished for the next attempt).
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    "$VENV/bin/python" -m pip install -q --retries 10 --timeout 120 "$@" "${RESUME[@]}" && return 0
+    echo "speakerops: pip install $* failed (attempt $attempt of 3); retrying" >&2
+    sleep $((attempt * 10))
+  done
+  return 1
+}
+RESUME=()
+pip_install --upgrade pip
+# pip >= 25.1 resumes an interrupted download instead of starting it again
+RESUME=(--resume-retries 20)
 # torch and torchaudio first, pinned together: nothing later may swap torch.
-"$VENV/bin/python" -m pip install -q "torch==2.11.0" "torchaudio==2.11.0"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+pip_install "torch==2.11.0" "torchaudio==2.11.0"
+pip_install -e ".[dev]"
 "$VENV/bin/python" - <<'PYCHECK'
 import torch, torchaudio
 assert torch.__version__.startswith("2.11.0"), f"torch {torch.__version__} was installed instead of 2.11.0"
