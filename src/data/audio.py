@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from speakerops.core.config import conf_dir
+from speakerops.core.config import find_conf_file
 from speakerops.data.resample import resample
 
 
@@ -23,8 +23,8 @@ from speakerops.data.resample import resample
 @functools.cache
 def audio_extensions() -> frozenset[str]:
     """The audio file types picked up from folders (lower case, with the dot): ``audio.extensions``
-    of the project's ``conf/config.yaml`` (`speakerops.config.conf_dir`)."""
-    path = conf_dir() / "config.yaml"
+    of the project's ``conf/config.yaml``, else the packaged one (`core.config.find_conf_file`)."""
+    path = find_conf_file("config.yaml")
     exts = OmegaConf.select(OmegaConf.load(path), "audio.extensions")
     if not exts:
         raise ValueError(f"{path}: audio.extensions is missing or empty (e.g. [.wav, .flac])")

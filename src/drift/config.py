@@ -9,16 +9,14 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from speakerops.core.config import conf_dir
+from speakerops.core.config import find_conf_file
 
 _NUM = "numerical"
 _CAT = "categorical"
 
 
 def _defaults_file() -> dict[str, Any]:
-    path = conf_dir() / "drift" / "default.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the drift config group's defaults are missing")
+    path = find_conf_file("drift/default.yaml")  # the project's, else the packaged one
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of drift settings")

@@ -11,19 +11,19 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from speakerops.core.config import conf_dir
+from speakerops.core.config import conf_groups, project_conf_dir
 
 
 def preset_path(study_name: str) -> tuple[Path, str]:
     """Where the best preset of `study_name` goes, and its `experiment=` option."""
     option = f"generated/{study_name}_best"
-    return conf_dir() / "experiment" / f"{option}.yaml", option
+    return project_conf_dir() / "experiment" / f"{option}.yaml", option
 
 
 def write_preset(best_params: Mapping[str, Any], path: Path, header: str) -> Path:
     """`# @package _global_` experiment preset: nested keys; a searched config group (a key
     naming a folder of conf/) becomes a defaults-list override."""
-    groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}
+    groups = conf_groups()
     defaults = [{f"override /{k}": v} for k, v in best_params.items() if k in groups]
     values = OmegaConf.create({})
     for key, value in best_params.items():

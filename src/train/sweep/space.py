@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from speakerops.core.config import conf_dir
+from speakerops.core.config import conf_options
 from speakerops.core.schema import RULES
 from speakerops.train.sweep.callbacks import metric_callbacks
 
@@ -40,9 +40,9 @@ def sweep_config(cfg: DictConfig) -> DictConfig:
     """The `sweep` node, checked; a clear error when no hparams_search was selected."""
     node = cfg.get("sweep")
     if node is None:
-        options = sorted(p.stem for p in (conf_dir() / "hparams_search").glob("*.yaml"))
+        options = conf_options("hparams_search")
         raise ValueError(
-            f"no sweep settings: pass hparams_search=<name> (in {conf_dir() / 'hparams_search'}: "
+            "no sweep settings: pass hparams_search=<name> (conf/hparams_search/: "
             f"{', '.join(options) or 'none'})"
         )
     for key in ("study_name", "metric", "direction", "n_trials", "params"):
