@@ -227,16 +227,52 @@ def cmd_audit(call: Call, cfg: DictConfig) -> int:
 @command(
     "models",
     "model files: `models convert <old encoder.pt> <new.safetensors>` (the only command that reads "
-    "a pickled encoder, with torch.load(weights_only=True))",
-    actions=("convert",),
+    "a pickled encoder, with torch.load(weights_only=True)); `models import source=<resemblyzer> "
+    "output=<file.safetensors> [path=<source>]` (a pretrained encoder from another toolkit)",
+    options={
+        "source": "import: the source toolkit (resemblyzer)",
+        "output": "import: the encoder file to write (*.safetensors, + its .sha256 sidecar)",
+        "path": "import: the source's file or folder, for sources not inside a package",
+    },
+    actions=("convert", "import"),
     positionals=True,
 )
 def cmd_models(call: Call, cfg: DictConfig) -> int:
+    if call.action == "import":
+        return _models_import(call)
     from speakerops.models.legacy import convert
 
     if len(call.args) != 2:
         raise ValueError("usage: speakerops models convert <old encoder.pt> <new.safetensors>")
     _print_json(convert(*call.args))
+    return 0
+
+
+def _models_import(call: Call) -> int:
+    from omegaconf import OmegaConf
+
+    from speakerops.core.config import compose
+    from speakerops.models.importers import import_encoder, source_of
+
+    if call.config or call.args:
+        raise ValueError(
+            "usage: speakerops models import source=<name> output=<file.safetensors> "
+            "[path=<source>] [conf/ overrides] (no config=, no bare words)"
+        )
+    for key in ("source", "output"):
+        if not call.options.get(key):
+            raise ValueError(f"models import: {key}= is required")
+    name = call.options["source"]
+    cfg = compose([*source_of(name).overrides, *call.overrides])
+    _print_json(
+        import_encoder(
+            name,
+            call.options["output"],
+            OmegaConf.to_container(cfg.model, resolve=True),
+            OmegaConf.to_container(cfg.features, resolve=True),
+            call.options.get("path"),
+        )
+    )
     return 0
 
 

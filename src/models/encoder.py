@@ -9,6 +9,10 @@ feature settings.
 The encoder never emits a non-finite embedding: inputs shorter than `min_samples` (two frames
 of the front end) are refused before they reach the backbone, and an output with NaN/Inf is
 refused with an error naming the input.
+
+A model config with `window:` (`speakerops.models.windowing`) embeds each utterance as the mean
+of overlapping windows (GE2E: resemblyzer's 1.6 s windows); the window settings travel in the
+file with the model's arguments.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from speakerops.data.audio import AudioError, load_audio, validate_waveform
 from speakerops.models import encoder_file
 from speakerops.models.encoder_file import FILENAME, FORMAT, EncoderFile
 from speakerops.models.features import Fbank, FeatureConfig
+from speakerops.models.windowing import WINDOW_KEY, Window, embed_windows
 from speakerops.models.zoo import arch_of, build_backbone, model_spec
 
 __all__ = ["FILENAME", "FORMAT", "SpeakerEncoder", "build_backbone"]
@@ -49,7 +54,10 @@ class SpeakerEncoder(nn.Module):
             raise ValueError(
                 f"model config names arch {arch!r}, the backbone is {arch_of(backbone)!r}"
             )
+        self.window = Window.from_cfg((model_cfg or {}).get(WINDOW_KEY))
         self.model_cfg: dict[str, Any] = {"arch": arch, **kwargs}
+        if self.window is not None:
+            self.model_cfg[WINDOW_KEY] = self.window.to_dict()
         self.extras: dict[str, Any] = dict(extras or {})
 
     @property
@@ -73,7 +81,11 @@ class SpeakerEncoder(nn.Module):
                 f"at {rate} Hz) is shorter than the encoder's minimum "
                 f"{self.min_samples / rate * 1000:.1f} ms ({self.min_samples} samples)"
             )
-        out = self.backbone(self.fbank(wav))
+        if self.window is None:
+            out = self.backbone(self.fbank(wav))
+        else:
+            window = self.window
+            out = torch.stack([embed_windows(w, self.fbank, self.backbone, window) for w in wav])
         if not bool(torch.isfinite(out).all()):
             raise AudioError(
                 f"{name}: the encoder produced a non-finite embedding (NaN/Inf): refused"
@@ -98,6 +110,8 @@ class SpeakerEncoder(nn.Module):
 
     def to_file(self) -> EncoderFile:
         arch, kwargs = model_spec(self.model_cfg)
+        if self.window is not None:
+            kwargs[WINDOW_KEY] = self.window.to_dict()
         return EncoderFile(
             arch,
             kwargs,

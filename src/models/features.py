@@ -1,8 +1,18 @@
-"""Log Mel filterbank front end: the one definition shared by training, evaluation and serving.
+"""The front ends: one definition shared by training, evaluation and serving.
 
-80-dim log Mel fbank, 25 ms window / 10 ms hop (Hamming), per-utterance mean normalization:
+`frontend: log_fbank` (speakerops' own models): 80-dim log Mel fbank, 25 ms window / 10 ms hop
+(Hamming, frames inside the signal), per-utterance mean normalization:
     F[t, m] = log(sum_k |X_t(k)|^2 H_m(k) + eps) - mean_t' F[t', m]
-Computed with `torchaudio.transforms.MelSpectrogram`, batched.
+
+`frontend: mel_power` (GE2E as resemblyzer 0.1.4 computes it, `resemblyzer.audio.
+wav_to_mel_spectrogram`, i.e. `librosa.feature.melspectrogram` with its defaults): the mel
+*power* spectrogram, not its log, n_fft = the window (400 samples at 16 kHz), periodic Hann
+window, centred frames (zero padding of n_fft/2 at both ends), Slaney mel scale with Slaney
+(area) normalization of the filters, 0 Hz to Nyquist, no mean normalization:
+    F[t, m] = sum_k |X_t(k)|^2 H_m(k)
+
+Both are `torchaudio.transforms.MelSpectrogram`, batched. `raw` gives the features before mean
+normalization and `normalize` applies it, so windowed inference can normalize each window.
 """
 
 from __future__ import annotations
@@ -13,10 +23,13 @@ import torch
 import torchaudio
 from torch import nn
 
+FRONTENDS = ("log_fbank", "mel_power")
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Front-end settings; they travel inside every packaged model."""
+    """Front-end settings; they travel inside every packaged model (conf/features/ holds the
+    values; `frontend`'s default is what encoder files written before it existed mean)."""
 
     sample_rate: int = 16000
     n_mels: int = 80
@@ -25,13 +38,20 @@ class FeatureConfig:
     f_min: float = 20.0
     f_max: float = 7600.0
     mean_norm: bool = True
+    frontend: str = "log_fbank"
+
+    def __post_init__(self) -> None:
+        if self.frontend not in FRONTENDS:
+            raise ValueError(
+                f"features.frontend={self.frontend!r}: expected one of {', '.join(FRONTENDS)}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class Fbank(nn.Module):
-    """Waveforms [B, S] -> mean-normalized log Mel features [B, T, n_mels]."""
+    """Waveforms [B, S] -> features [B, T, n_mels] (see the module docstring for the two kinds)."""
 
     def __init__(self, config: FeatureConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -39,23 +59,27 @@ class Fbank(nn.Module):
         c = self.config
         win = int(round(c.sample_rate * c.win_ms / 1000))
         hop = int(round(c.sample_rate * c.hop_ms / 1000))
-        n_fft = 1 << (win - 1).bit_length()
+        power_spectrum = c.frontend == "mel_power"
+        self.centered = power_spectrum
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=c.sample_rate,
-            n_fft=n_fft,
+            n_fft=win if power_spectrum else 1 << (win - 1).bit_length(),
             win_length=win,
             hop_length=hop,
             f_min=c.f_min,
             f_max=min(c.f_max, c.sample_rate / 2),
             n_mels=c.n_mels,
-            window_fn=torch.hamming_window,
+            window_fn=torch.hann_window if power_spectrum else torch.hamming_window,
             power=2.0,
-            center=False,
+            center=power_spectrum,
+            pad_mode="constant",
+            norm="slaney" if power_spectrum else None,
+            mel_scale="slaney" if power_spectrum else "htk",
         )
 
     @property
     def min_samples(self) -> int:
-        """Shortest input that yields one frame."""
+        """Shortest input that yields one full frame."""
         return self.mel.n_fft
 
     @property
@@ -64,12 +88,23 @@ class Fbank(nn.Module):
         return self.mel.hop_length
 
     @torch.no_grad()
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def raw(self, wav: torch.Tensor) -> torch.Tensor:
+        """Features before mean normalization, [B, T, n_mels]."""
         if wav.dim() == 1:
             wav = wav.unsqueeze(0)
         if wav.shape[-1] < self.min_samples:
             wav = torch.nn.functional.pad(wav, (0, self.min_samples - wav.shape[-1]))
-        feats = (self.mel(wav.float()) + 1e-6).log().transpose(1, 2)  # [B, T, M]
+        feats = self.mel(wav.float())
+        if self.config.frontend == "log_fbank":
+            feats = (feats + 1e-6).log()
+        return feats.transpose(1, 2)  # [B, T, M]
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-utterance (or per-window) mean normalization over time, when configured."""
         if self.config.mean_norm:
             feats = feats - feats.mean(dim=1, keepdim=True)
         return feats
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.raw(wav))

@@ -49,13 +49,15 @@ def backbones() -> dict[str, type[nn.Module]]:
 def model_spec(model_cfg: Mapping[str, Any] | DictConfig) -> tuple[str, dict[str, Any]]:
     """(architecture name, keyword arguments) of a model config.
 
-    The config names its architecture (``arch: ecapa_tdnn``). A hand-written Hydra node with
+    The config names its architecture (``arch: ecapa_tdnn``); its ``window`` (windowed
+    inference, read by the encoder) is not a keyword argument. A hand-written Hydra node with
     ``_target_`` is accepted only when the target is the import path of a registered class.
     """
     if isinstance(model_cfg, DictConfig):
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)  # type: ignore[assignment]
     cfg = dict(model_cfg)
     arch, target = cfg.pop("arch", None), cfg.pop("_target_", None)
+    cfg.pop("window", None)  # inference windowing (speakerops.models.windowing), not an argument
     known = backbones()
     if target is not None:
         by_path = {_dotted(cls): name for name, cls in known.items()}

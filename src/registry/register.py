@@ -30,6 +30,7 @@ from speakerops.core.uris import registered_model_uri
 from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_score_normalization
 from speakerops.models.encoder import FILENAME, SpeakerEncoder
+from speakerops.models.importers import source_tags
 from speakerops.registry.package import ENCODER_SHA256_TAG, log_encoder_model
 from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, build_reference_from_eval
@@ -73,6 +74,7 @@ def register(cfg: DictConfig) -> dict:
         ENCODER_SHA256_TAG: sha256_file(packaged),
         "score_normalization": scoring.describe(),
         "calibration_kind": str(calibration.get("kind")),
+        **source_tags(encoder.extras),  # an imported encoder: source, its file's sha256, licence
     }
     params_json = json.dumps(flatten(cfg), sort_keys=True)
     if len(params_json) <= _tag_value_limit():

@@ -95,8 +95,7 @@ def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dic
         raise FileNotFoundError(f"{path}: train.init_from not found (train the base model first)")
     if path.suffix == encoder_file.SUFFIX:
         content = encoder_file.read(path)
-        arch, kwargs = model_spec(model_cfg)
-        if content.model_cfg != {"arch": arch, **kwargs}:
+        if model_spec(content.model_cfg) != model_spec(model_cfg):  # the architecture
             raise ValueError(
                 f"{path}: encoder of model {content.model_cfg}, this run configures {model_cfg}"
             )
