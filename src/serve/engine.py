@@ -10,6 +10,7 @@ point (a smaller ``p_target``, i.e. a higher θ), never a laxer one. Identificat
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from speakerops.drift.log import append_production_log
 from speakerops.eval.scoring import Scorer, l2_normalize
 from speakerops.registry.audit import append_audit
 from speakerops.serve.errors import ServeError
+from speakerops.serve.index import TemplateIndex
 from speakerops.serve.intake import Utterance, intake
 from speakerops.serve.metrics import Metrics
 from speakerops.serve.settings import ServeSettings
@@ -75,9 +77,19 @@ class Service:
         policy = load_policy(settings.policy)
         self.operating_point = dict(policy.operating_point)
         self.threshold = policy.threshold
+        self.index = TemplateIndex(settings.index, self.scorer, model_name, model_version)
+        self.rebuild_index()
         self._recent: dict[str, deque[_Attempt]] = {}
         self._lock = threading.Lock()
         metrics.model_info(model_name, model_version)
+
+    def rebuild_index(self) -> int:
+        """The identification index from the store (the truth); rows that do not decrypt are
+        left out and named on stderr. Returns the templates indexed."""
+        templates, bad = self.store.all_templates()
+        for message in bad:
+            print(f"speakerops serve: not indexed: {message}", file=sys.stderr, flush=True)
+        return self.index.rebuild(templates)
 
     # -- helpers ---------------------------------------------------------------------------
     def _intake(self, name: str, data: bytes) -> Utterance:
@@ -197,6 +209,7 @@ class Service:
             audio_keys=[self.store.audio_key(tenant, u.audio_sha256) for u in utts],
             mode=mode,
         )
+        self.index.upsert(tpl)
         self._log(tenant, utts, speaker_id, channel)
         self._audit(
             "serve.enroll",
@@ -340,26 +353,17 @@ class Service:
             )
         theta, op = self._threshold(p_target)
         utt = self._intake(*file)
-        all_tpl = self.store.templates(tenant)
-        current = [
-            t
-            for t in all_tpl
-            if (t.model_name, t.model_version) == (self.model_name, self.model_version)
+        hits = self.index.search(tenant, utt.embedding, utt.duration_s, k)
+        enrolled, stale = self.index.counts(tenant)
+        candidates = [
+            {
+                "speaker_id": h.speaker_id,
+                "llr": h.llr,
+                "normalized_score": h.norm,
+                "raw_score": h.raw,
+            }
+            for h in hits
         ]
-        candidates: list[dict[str, Any]] = []
-        if current:
-            mat = np.stack([t.vector for t in current])
-            raw, norm, llr = self._llr(mat, np.array([t.duration_s for t in current]), utt)
-            order = np.argsort(-llr, kind="stable")[:k]
-            candidates = [
-                {
-                    "speaker_id": current[i].speaker_id,
-                    "llr": float(llr[i]),
-                    "normalized_score": float(norm[i]),
-                    "raw_score": float(raw[i]),
-                }
-                for i in order
-            ]
         best = candidates[0] if candidates else None
         known = best is not None and best["llr"] >= theta
         self._log(tenant, [utt], None, channel)
@@ -371,8 +375,9 @@ class Service:
             "candidates": candidates,
             "threshold": float(theta),
             "operating_point": op,
-            "enrolled": len(current),
-            "stale_templates": len(all_tpl) - len(current),
+            "enrolled": enrolled,
+            "stale_templates": stale,
+            "search": "approximate" if self.index.approximate(tenant) else "exact",
             "model_name": self.model_name,
             "model_version": self.model_version,
             "flags": {"low_quality": self._low_quality(utt)},
@@ -384,6 +389,7 @@ class Service:
         check_tenant(tenant)
         _check_speaker_id(speaker_id)
         key = self.store.speaker_key(tenant, speaker_id)
+        self.index.remove(tenant, key)  # first: no identify proposes the speaker meanwhile
         if not self.store.delete(tenant, key):
             raise ServeError(
                 404,

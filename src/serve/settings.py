@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.data.quality import QualitySettings
+from speakerops.serve.index import IndexSettings
 
 REPLAY_ACTIONS = ("flag", "refuse")
 
@@ -65,6 +66,7 @@ class ServeSettings:
     consistency_min_llr: float
     top_k: int
     max_top_k: int
+    index: IndexSettings
     replay_window_s: float
     replay_max_recent: int
     replay_similarity: float
@@ -115,6 +117,12 @@ class ServeSettings:
             consistency_min_llr=consistency,
             top_k=top_k,
             max_top_k=max_top_k,
+            index=IndexSettings(
+                exact_max=_number(s, "identify.index.exact_max", low=0, integer=True),
+                candidates=_number(s, "identify.index.candidates", low=1, integer=True),
+                nlist=_number(s, "identify.index.nlist", low=0, integer=True),
+                nprobe=_number(s, "identify.index.nprobe", low=1, integer=True),
+            ),
             replay_window_s=_number(s, "replay.window_s", low=0.0),
             replay_max_recent=_number(s, "replay.max_recent", low=1, integer=True),
             replay_similarity=similarity,

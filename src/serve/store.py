@@ -162,6 +162,18 @@ class TemplateStore:
             ).all()
             return [self._decode(r) for r in rows]
 
+    def all_templates(self) -> tuple[list[Template], list[str]]:
+        """Every tenant's templates (the identification index is rebuilt from them), and a
+        message for each row that does not decrypt (left out, never guessed)."""
+        out, bad = [], []
+        with self._session() as s:
+            for row in s.scalars(select(TemplateRow).order_by(TemplateRow.id)):
+                try:
+                    out.append(self._decode(row))
+                except ServeError as exc:
+                    bad.append(f"template row {row.id} of tenant {row.tenant}: {exc.message}")
+        return out, bad
+
     def counts_by_version(self) -> dict[tuple[str, str], int]:
         with self._session() as s:
             rows = s.execute(
