@@ -32,7 +32,12 @@ ZOO = {
     "xvector": (512, 4.30, 4.40),
     "campplus": (192, 6.80, 6.90),
     "edge": (192, 0.85, 0.999),
-    "ge2e": (256, 1.46, 1.47),  # resemblyzer's GE2E: 1.42 M with its 40 mels, 1.46 M with 80
+    "ge2e": (256, 1.46, 1.47),
+    "ecapa_speechbrain": (
+        192,
+        6.15,
+        6.25,
+    ),  # SpeechBrain's ECAPA_TDNN defaults (C=512)  # resemblyzer's GE2E: 1.42 M with its 40 mels, 1.46 M with 80
 }
 
 

@@ -227,12 +227,13 @@ def cmd_audit(call: Call, cfg: DictConfig) -> int:
 @command(
     "models",
     "model files: `models convert <old encoder.pt> <new.safetensors>` (the only command that reads "
-    "a pickled encoder, with torch.load(weights_only=True)); `models import source=<resemblyzer> "
-    "output=<file.safetensors> [path=<source>]` (a pretrained encoder from another toolkit)",
+    "a pickled encoder, with torch.load(weights_only=True)); `models import source=<resemblyzer|speechbrain> "
+    "output=<file.safetensors> [path=<source folder>] [licence=<SPDX id>]` (a pretrained encoder from another toolkit)",
     options={
-        "source": "import: the source toolkit (resemblyzer)",
+        "source": "import: the source toolkit (resemblyzer, speechbrain)",
         "output": "import: the encoder file to write (*.safetensors, + its .sha256 sidecar)",
         "path": "import: the source's file or folder, for sources not inside a package",
+        "licence": "import: the source's licence (SPDX id) when its folder does not say",
     },
     actions=("convert", "import"),
     positionals=True,
@@ -271,6 +272,7 @@ def _models_import(call: Call) -> int:
             OmegaConf.to_container(cfg.model, resolve=True),
             OmegaConf.to_container(cfg.features, resolve=True),
             call.options.get("path"),
+            call.options.get("licence"),
         )
     )
     return 0

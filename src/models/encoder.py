@@ -70,8 +70,10 @@ class SpeakerEncoder(nn.Module):
 
     @property
     def min_samples(self) -> int:
-        """Shortest input the encoder takes: `MIN_FRAMES` frames of the front end."""
-        return self.fbank.min_samples + (MIN_FRAMES - 1) * self.fbank.hop_samples
+        """Shortest input the encoder takes: `MIN_FRAMES` frames of the front end, or more when
+        the backbone says so (its `min_frames`, e.g. reflection padding)."""
+        frames = max(MIN_FRAMES, int(getattr(self.backbone, "min_frames", MIN_FRAMES)))
+        return self.fbank.min_samples + (frames - 1) * self.fbank.hop_samples
 
     def forward(self, wav: torch.Tensor, name: str = "waveform") -> torch.Tensor:
         if wav.shape[-1] < self.min_samples:

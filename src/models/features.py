@@ -11,19 +11,31 @@ window, centred frames (zero padding of n_fft/2 at both ends), Slaney mel scale 
 (area) normalization of the filters, 0 Hz to Nyquist, no mean normalization:
     F[t, m] = sum_k |X_t(k)|^2 H_m(k)
 
-Both are `torchaudio.transforms.MelSpectrogram`, batched. `raw` gives the features before mean
-normalization and `normalize` applies it, so windowed inference can normalize each window.
+`frontend: sb_fbank` (SpeechBrain 1.1's `speechbrain.lobes.features.Fbank` with its defaults,
+the front end of its ECAPA-TDNN recipes; the imported SpeechBrain encoders): power spectrogram
+(n_fft = the window, 400 samples at 16 kHz, periodic Hamming window, centred frames with zero
+padding), SpeechBrain's own triangular filters (HTK mel scale, centres `hz[1:-1]` of n_mels + 2
+points equally spaced in mel from f_min to f_max, each filter symmetric with the half-width
+`hz[i] - hz[i-1]`, no area normalization), in dB with SpeechBrain's floor:
+    F[t, m] = max(10 log10(max(P[t, m], 1e-10)), max_{t', m'} F[t', m'] - 80)
+then the sentence mean subtracted (`InputNormalization(norm_type="sentence", std_norm=False)`).
+
+`log_fbank` and `mel_power` are `torchaudio.transforms.MelSpectrogram`, batched. `raw` gives the
+features before mean normalization and `normalize` applies it, so windowed inference can
+normalize each window.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torchaudio
 from torch import nn
 
-FRONTENDS = ("log_fbank", "mel_power")
+FRONTENDS = ("log_fbank", "mel_power", "sb_fbank")
+SB_AMIN, SB_TOP_DB = 1e-10, 80.0  # SpeechBrain Filterbank's amin and top_db
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Fbank(nn.Module):
         win = int(round(c.sample_rate * c.win_ms / 1000))
         hop = int(round(c.sample_rate * c.hop_ms / 1000))
         power_spectrum = c.frontend == "mel_power"
-        self.centered = power_spectrum
+        self.sb = SpeechBrainFbank(c, win, hop) if c.frontend == "sb_fbank" else None
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=c.sample_rate,
             n_fft=win if power_spectrum else 1 << (win - 1).bit_length(),
@@ -80,12 +92,12 @@ class Fbank(nn.Module):
     @property
     def min_samples(self) -> int:
         """Shortest input that yields one full frame."""
-        return self.mel.n_fft
+        return self.sb.n_fft if self.sb is not None else self.mel.n_fft
 
     @property
     def hop_samples(self) -> int:
         """Samples between frames."""
-        return self.mel.hop_length
+        return self.sb.hop if self.sb is not None else self.mel.hop_length
 
     @torch.no_grad()
     def raw(self, wav: torch.Tensor) -> torch.Tensor:
@@ -94,6 +106,8 @@ class Fbank(nn.Module):
             wav = wav.unsqueeze(0)
         if wav.shape[-1] < self.min_samples:
             wav = torch.nn.functional.pad(wav, (0, self.min_samples - wav.shape[-1]))
+        if self.sb is not None:
+            return self.sb(wav.float())
         feats = self.mel(wav.float())
         if self.config.frontend == "log_fbank":
             feats = (feats + 1e-6).log()
@@ -108,3 +122,42 @@ class Fbank(nn.Module):
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.raw(wav))
+
+
+class SpeechBrainFbank(nn.Module):
+    """SpeechBrain's Fbank (STFT -> power -> its triangular filters -> dB with an 80 dB floor):
+    waveforms [B, S] -> [B, T, n_mels], before the sentence mean normalization."""
+
+    def __init__(self, c: FeatureConfig, win: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.win, self.hop = win, win, hop
+        self.register_buffer("window", torch.hamming_window(win), persistent=False)
+
+        def to_mel(hz: float) -> float:
+            return 2595 * math.log10(1 + hz / 700)
+
+        mel = torch.linspace(to_mel(c.f_min), to_mel(c.f_max), c.n_mels + 2)
+        hz = 700 * (10 ** (mel / 2595) - 1)
+        band, central = (hz[1:] - hz[:-1])[:-1], hz[1:-1]
+        freqs = torch.linspace(0, c.sample_rate // 2, win // 2 + 1)
+        slope = (freqs[None, :] - central[:, None]) / band[:, None]  # [n_mels, n_stft]
+        filters = torch.clamp(torch.min(slope + 1.0, -slope + 1.0), min=0.0).transpose(0, 1)
+        self.register_buffer("filters", filters, persistent=False)  # [n_stft, n_mels]
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        stft = torch.stft(
+            wav,
+            self.n_fft,
+            self.hop,
+            self.win,
+            self.window,
+            center=True,
+            pad_mode="constant",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        power = torch.view_as_real(stft).pow(2).sum(-1).transpose(2, 1)  # [B, T, n_stft]
+        x_db = 10 * torch.log10(torch.clamp(torch.matmul(power, self.filters), min=SB_AMIN))
+        floor = x_db.amax(dim=(-2, -1)) - SB_TOP_DB
+        return torch.max(x_db, floor.view(-1, 1, 1))

@@ -13,6 +13,8 @@ Source files are data: the only reader of a torch pickle is `torch.load(weights_
 nothing in it is instantiated. Nothing is downloaded.
 
     resemblyzer   GE2E from the installed resemblyzer wheel (`resemblyzer/pretrained.pt`)
+    speechbrain   ECAPA-TDNN from a SpeechBrain pretrained folder (`path=`: `hyperparams.yaml`
+                  + `embedding_model.ckpt`; `licence=` unless its README.md card names one)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from speakerops.models.encoder import SpeakerEncoder
-from speakerops.models.importers import from_resemblyzer
+from speakerops.models.importers import from_resemblyzer, from_speechbrain
 
 SOURCE_KEY = "source"  # the encoder file's extras key
 
@@ -31,16 +33,18 @@ SOURCE_KEY = "source"  # the encoder file's extras key
 @dataclass(frozen=True)
 class Source:
     """An import source: the `conf/` overrides that describe its model, and its converter
-    `(path or None, composed model config, features config) -> SpeakerEncoder`."""
+    `(path or None, composed model config, features config, licence or None) -> SpeakerEncoder`;
+    a packaged source (no path) takes its licence from its package's metadata."""
 
     overrides: tuple[str, ...]
-    convert: Callable[[Path | None, dict[str, Any], dict[str, Any]], SpeakerEncoder]
+    convert: Callable[[Path | None, dict[str, Any], dict[str, Any], str | None], SpeakerEncoder]
     needs_path: bool
 
 
 def sources() -> dict[str, Source]:
     return {
         "resemblyzer": Source(from_resemblyzer.OVERRIDES, from_resemblyzer.convert, False),
+        "speechbrain": Source(from_speechbrain.OVERRIDES, from_speechbrain.convert, True),
     }
 
 
@@ -57,6 +61,7 @@ def import_encoder(
     model_cfg: Mapping[str, Any],
     features_cfg: Mapping[str, Any],
     path: str | Path | None = None,
+    licence: str | None = None,
 ) -> dict[str, Any]:
     """Convert source `name` into the encoder file `output` (+ sidecar); returns a summary."""
     src = source_of(name)
@@ -65,9 +70,14 @@ def import_encoder(
         raise ValueError(f"output={output}: an encoder file is named *.safetensors")
     if src.needs_path and not path:
         raise ValueError(f"source={name}: path=<the source's folder or file> is required")
-    if not src.needs_path and path:
-        raise ValueError(f"source={name}: takes no path= (the weights come from its package)")
-    encoder = src.convert(Path(path) if path else None, dict(model_cfg), dict(features_cfg))
+    if not src.needs_path and (path or licence):
+        raise ValueError(
+            f"source={name}: takes no path= or licence= (the weights and their licence come "
+            "from its package)"
+        )
+    encoder = src.convert(
+        Path(path) if path else None, dict(model_cfg), dict(features_cfg), licence
+    )
     encoder.save(output)
     return {
         "imported": name,

@@ -53,9 +53,10 @@ def licence() -> str:
 
 
 def convert(
-    path: Path | None, model_cfg: dict[str, Any], features: dict[str, Any]
+    path: Path | None, model_cfg: dict[str, Any], features: dict[str, Any], licence_: str | None
 ) -> SpeakerEncoder:
-    """The GE2E encoder of the installed wheel (`path` must be None)."""
+    """The GE2E encoder of the installed wheel (`path` and `licence_` are None: both come from
+    the package)."""
     source = weights_file()
     blob = read_checkpoint(source)
     state = blob.get("model_state") if isinstance(blob, dict) else None
