@@ -10,6 +10,8 @@ feature settings, sample rate, calibration and cohort. Its sha256 is the registe
 
 from __future__ import annotations
 
+import json
+from importlib.metadata import distribution, version
 from pathlib import Path
 
 import mlflow
@@ -27,12 +29,26 @@ ENCODER_SHA256_ARTIFACT = "encoder_sha256"
 ENCODER_SHA256_TAG = "encoder_sha256"
 
 
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # models from code: no pickle
+
+
+def package_requirement() -> str:
+    """speakerops as pip can install it where this model is served: where the running package
+    was installed from (PEP 610 `direct_url.json`: the wheel file, or the checkout folder of an
+    editable install) as `speakerops @ <url>`; installed from an index, `speakerops==<version>`."""
+    dist = distribution("speakerops")
+    direct = dist.read_text("direct_url.json")
+    if direct:
+        url = json.loads(direct).get("url")
+        if url:
+            return f"speakerops @ {url}"
+    return f"speakerops=={dist.version}"
+
+
 def pip_requirements() -> list[str]:
     """What a serving environment needs (given explicitly: inference took 80-100 s here)."""
-    from importlib.metadata import version
-
     pins = ["torch", "torchaudio", "numpy", "pandas", "soundfile", "hydra-core", "mlflow"]
-    return [f"speakerops=={version('speakerops')}"] + [f"{p}=={version(p)}" for p in pins]
+    return [package_requirement()] + [f"{p}=={version(p)}" for p in pins]
 
 
 class EncoderPyfunc(PythonModel):
@@ -63,11 +79,12 @@ class EncoderPyfunc(PythonModel):
 
 
 def log_encoder_model(encoder_path: str | Path, name: str = "model") -> str:
-    """Log the encoder (and its sha256 sidecar) as a pyfunc model in the active MLflow run;
+    """Log the encoder (and its sha256 sidecar) as a pyfunc model in the active MLflow run, its
+    code as a file (`pyfunc_model.py`, MLflow's models from code: no pickled python_model);
     returns its model URI."""
     info = mlflow.pyfunc.log_model(
         name=name,
-        python_model=EncoderPyfunc(),
+        python_model=str(PYFUNC_CODE),
         artifacts={
             ENCODER_ARTIFACT: str(encoder_path),
             ENCODER_SHA256_ARTIFACT: str(sidecar(encoder_path)),
