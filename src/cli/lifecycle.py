@@ -316,8 +316,9 @@ def cmd_demo(call: Call, cfg: DictConfig) -> int:
 @command(
     "drift-demo",
     "after `demo`: a same-distribution and a shifted-channel production batch through drift monitoring",
+    options={"via": "batch (`speakerops embed`, default) | api (traffic to `speakerops serve`)"},
 )
 def cmd_drift_demo(call: Call, cfg: DictConfig) -> int:
     from speakerops.demo.drift import run_drift_demo
 
-    return run_drift_demo(call.overrides)
+    return run_drift_demo(call.overrides, via=call.options.get("via", "batch"))

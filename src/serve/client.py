@@ -65,19 +65,31 @@ class Client:
             raise ClientError(resp.status_code, body)
         return body
 
-    def enroll(self, speaker_id: str, paths: list[str | Path], mode: str = "replace") -> dict:
+    def enroll(
+        self,
+        speaker_id: str,
+        paths: list[str | Path],
+        mode: str = "replace",
+        channel: str | None = None,
+    ) -> dict:
         files = [("files", _file(p)) for p in paths]
+        data = {"mode": mode, **({} if channel is None else {"channel": channel})}
         return self._call(
-            "POST",
-            f"/speakers/{quote(speaker_id, safe='')}/enroll",
-            files=files,
-            data={"mode": mode},
+            "POST", f"/speakers/{quote(speaker_id, safe='')}/enroll", files=files, data=data
         )
 
-    def verify(self, speaker_id: str, path: str | Path, p_target: float | None = None) -> dict:
+    def verify(
+        self,
+        speaker_id: str,
+        path: str | Path,
+        p_target: float | None = None,
+        channel: str | None = None,
+    ) -> dict:
         data: dict[str, Any] = {"speaker_id": speaker_id}
         if p_target is not None:
             data["p_target"] = str(p_target)
+        if channel is not None:  # the recording channel, for the drift job
+            data["channel"] = channel
         return self._call("POST", "/verify", files={"file": _file(path)}, data=data)
 
     def identify(self, path: str | Path, top_k: int | None = None) -> dict:
