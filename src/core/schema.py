@@ -152,6 +152,7 @@ RULES: dict[str, Rule] = {
     "optim.lr": number(gt=0),
     "optim.weight_decay": number(ge=0),
     "optim.warmup_fraction": number(ge=0, lt=1),
+    "optim.backbone_lr_scale": number(ge=0),
     "train.out_dir": TEXT,
     "train.resume": FLAG,
     "train.init_from": OPTIONAL_TEXT,

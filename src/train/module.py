@@ -32,6 +32,7 @@ class SpeakerModule(pl.LightningModule):
         weight_decay: float = 2e-5,
         warmup_fraction: float = 0.1,
         margin_warmup_epochs: float = 1.0,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "head", "spec_augment", "features"])
@@ -87,11 +88,12 @@ class SpeakerModule(pl.LightningModule):
         self.log("val_eer", eer(scores, trials["label"].to_numpy()), prog_bar=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(
-            list(self.backbone.parameters()) + list(self.head.parameters()),
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-        )
+        lr = self.hparams.lr
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]  # train.freeze
+        groups = [{"params": list(self.head.parameters()), "lr": lr}]
+        if backbone:
+            groups.insert(0, {"params": backbone, "lr": lr * self.hparams.backbone_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = max(1, int(self.hparams.warmup_fraction * total))
 

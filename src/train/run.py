@@ -61,8 +61,9 @@ def validate_on_every_rank(dm: SpeakerDataModule) -> None:
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> SpeakerModule:
-    """The LightningModule from the composed config."""
+    """The LightningModule from the composed config (the `train.freeze` prefixes fixed)."""
     backbone = build_backbone(cfg.model)
+    freeze(backbone, list(cfg.train.get("freeze") or []))
     head = instantiate(cfg.loss.head, embedding_dim=backbone.embedding_dim, num_classes=num_classes)
     spec = cfg.augment.get("spec_augment")
     return SpeakerModule(
@@ -84,6 +85,23 @@ def build_datamodule(cfg: DictConfig) -> SpeakerDataModule:
         augment=instantiate(pipeline) if pipeline else None,
         **cfg.data.loader,
     )
+
+
+def freeze(backbone: torch.nn.Module, prefixes: list[str]) -> list[str]:
+    """Fix the backbone parameters named by `prefixes` (`requires_grad=False`); a prefix that
+    names no parameter is refused. Returns the frozen names."""
+    names = [name for name, _ in backbone.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise ValueError(
+                f"train.freeze: {prefix!r} names no parameter of the backbone "
+                f"({', '.join(sorted({n.split('.')[0] for n in names}))} ...)"
+            )
+    frozen = [n for n in names if any(n.startswith(p) for p in prefixes)]
+    for name, param in backbone.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
 
 
 def load_initial_weights(module: SpeakerModule, path: str | Path, model_cfg: dict) -> str:
