@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -179,6 +181,16 @@ def register_model(cfg, encoder, tag: str, overconfidence: float = 1.0) -> dict:
         cal["b"] *= overconfidence
         path.write_text(json.dumps(cal))
     return register(cfg)
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """`speakerops <argv>` in process: (exit code, stdout, stderr)."""
+    from speakerops.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
 
 
 def write_policy(path: Path, text: str) -> Path:

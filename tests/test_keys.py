@@ -162,9 +162,10 @@ def test_keys_and_audit_commands(tmp_path: Path, monkeypatch, capsys) -> None:
     assert all(len(k["masters"]) == 2 for k in status["keys"])
 
     assert main(["audit", "verify", *store]) == 0
-    assert "1 record(s) verified" in capsys.readouterr().out
+    assert "2 record(s) verified" in capsys.readouterr().out  # the promote and the rotation
     log = tmp_path / "registry" / "audit.jsonl"
-    log.write_text(log.read_text().replace('"promote"', '"rollback"'))
+    assert [r["action"] for r in audit.read_audit_log(log)] == ["promote", "keys.rotate"]
+    log.write_text(log.read_text().replace('"retire": false', '"retire": true'))
     assert main(["audit", "verify", *store]) == 1
     assert "MAC does not verify" in capsys.readouterr().err
     assert rec["head"].startswith("1:")

@@ -16,8 +16,6 @@ The story, in order (module fixture; each test checks one part of it):
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import shutil
@@ -27,7 +25,14 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from .promote_world import lda_encoder, make_cfg, random_encoder, register_model, write_corpus
+from .promote_world import (
+    cli,
+    lda_encoder,
+    make_cfg,
+    random_encoder,
+    register_model,
+    write_corpus,
+)
 
 # every test reads the promotion world: real stages evaluate and register three models
 pytestmark = pytest.mark.slow
@@ -54,15 +59,6 @@ relative:
   cllr: {margin: 0.05}
 """
 N_SPK, UTTS = 100, 4
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    from speakerops.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -42,28 +42,36 @@ def speakers():
     return librispeech_test_other()
 
 
-def _world(project: Path, encoder, *overrides: str, version: str = "1"):
+def _world(
+    project: Path,
+    encoder,
+    speakers,
+    *overrides: str,
+    version: str = "1",
+    tenants: tuple[str, ...] = ("acme",),
+) -> SimpleNamespace:
+    """A service on `encoder` in `project` (a config of its own), a token per tenant."""
     cfg = make_cfg(project, *overrides)
     app = create_app(cfg, encoder=encoder, model_name=MODEL_NAME, model_version=version)
-    return cfg, app
-
-
-@pytest.fixture
-def world(tmp_path, encoder, speakers):
-    cfg, app = _world(tmp_path, encoder, "serve.upload.max_bytes=3000000")
-    tokens = {t: issue_token(cfg.serve.tokens, t)[1] for t in ("acme", "beta")}
+    tokens = {t: issue_token(cfg.serve.tokens, t)[1] for t in tenants}
     app.state.tokens.reload()
-    client = TestClient(app)
     spk = sorted(speakers)
     return SimpleNamespace(
         cfg=cfg,
         app=app,
-        client=client,
+        client=TestClient(app),
         tokens=tokens,
         store=app.state.service.store,
         a=speakers[spk[0]],
         b=speakers[spk[1]],
-        project=tmp_path,
+        project=project,
+    )
+
+
+@pytest.fixture
+def world(tmp_path, encoder, speakers):
+    return _world(
+        tmp_path, encoder, speakers, "serve.upload.max_bytes=3000000", tenants=("acme", "beta")
     )
 
 
@@ -133,8 +141,19 @@ def test_enroll_verify_identify_delete_roundtrip(world):
     r = _enroll(w, [w.a[3], w.a[4]]).json()
     assert (r["template_version"], r["utterances"]) == (3, 2)
 
+    # traffic fed the production log: 2+2+1+2 enroll utterances, 2 verify, 1 identify
+    ring = keyring_from_cfg(w.cfg)
+    df = read_production_log(w.cfg.drift.log_dir, keyring=ring)
+    assert len(df) == 10
+    assert set(df["model_version"]) == {"1"}
+    assert df["speaker_key"].notna().sum() == 9  # identify has no claimed speaker
+
     d = w.client.delete(f"/v1/acme/speakers/{SPEAKER}", headers=_h(w.tokens["acme"]))
     assert d.status_code == 200 and d.json()["deleted"] is True
+    # erasure: the 5 enrollment and 2 claimed-verify rows of the speaker left the log
+    assert d.json()["erased"] == {"templates": 1, "retained_audio": 0, "production_log_rows": 7}
+    left = read_production_log(w.cfg.drift.log_dir, keyring=ring)
+    assert len(left) == 3 and left["speaker_key"].notna().sum() == 2
     gone = _verify(w, w.a[5])
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "speaker.unknown"
     assert (
@@ -149,12 +168,6 @@ def test_enroll_verify_identify_delete_roundtrip(world):
     assert actions == ["serve.enroll"] * 4 + ["serve.delete"]
     assert all(r["tenant"] == "acme" and r["token_id"] for r in read_audit_log(log))
     assert SPEAKER not in log.read_text()
-
-    # traffic fed the production log: 2+2+1+2 enroll utterances, 2 verify, 1 identify
-    df = read_production_log(w.cfg.drift.log_dir, keyring=keyring_from_cfg(w.cfg))
-    assert len(df) == 10
-    assert set(df["model_version"]) == {"1"}
-    assert df["speaker_key"].notna().sum() == 9  # identify has no claimed speaker
 
 
 BAD_INPUTS = {
@@ -303,7 +316,7 @@ def test_unknown_speaker_and_laxer_operating_point_are_refused(world):
     assert strict.json()["threshold"] == pytest.approx(np.log(999.0))
 
 
-def test_replay_is_flagged_and_refused_when_configured(world, tmp_path, encoder):
+def test_replay_is_flagged_and_refused_when_configured(world, tmp_path, encoder, speakers):
     w = world
     assert _enroll(w, w.a[:2]).status_code == 200
     first = _verify(w, w.a[5]).json()
@@ -318,21 +331,9 @@ def test_replay_is_flagged_and_refused_when_configured(world, tmp_path, encoder)
     reencoded = _verify(w, ("r.wav", wav_bytes(wav), "audio/wav")).json()
     assert "near-identical embedding to a recent attempt" in reencoded["flags"]["replay_suspected"]
 
-    cfg, app = _world(tmp_path / "refuse", encoder, "serve.replay.action=refuse")
-    token = issue_token(cfg.serve.tokens, "acme")[1]
-    app.state.tokens.reload()
-    c = TestClient(app)
-    files = [("files", _file(p)) for p in w.a[:2]]
-    assert (
-        c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files, headers=_h(token)).status_code
-        == 200
-    )
-    r = c.post(
-        "/v1/acme/verify",
-        files={"file": _file(w.a[0])},
-        data={"speaker_id": SPEAKER},
-        headers=_h(token),
-    )
+    w2 = _world(tmp_path / "refuse", encoder, speakers, "serve.replay.action=refuse")
+    assert _enroll(w2, w.a[:2]).status_code == 200
+    r = _verify(w2, w.a[0])
     assert r.status_code == 409 and r.json()["error"]["code"] == "replay"
 
 
@@ -340,31 +341,19 @@ def test_templates_of_another_model_version_are_not_compared(world, encoder):
     w = world
     assert _enroll(w, w.a[:2]).status_code == 200
     app2 = create_app(w.cfg, encoder=encoder, model_name=MODEL_NAME, model_version="2")
-    c2 = TestClient(app2)
-    r = c2.post(
-        "/v1/acme/verify",
-        files={"file": _file(w.a[4])},
-        data={"speaker_id": SPEAKER},
-        headers=_h(w.tokens["acme"]),
-    )
+    w2 = SimpleNamespace(**{**vars(w), "app": app2, "client": TestClient(app2)})
+    r = _verify(w2, w.a[4])
     assert r.status_code == 409
     msg = r.json()["error"]["message"]
     assert "version 1" in msg and "version 2" in msg
-    ident = c2.post(
-        "/v1/acme/identify", files={"file": _file(w.a[4])}, headers=_h(w.tokens["acme"])
-    ).json()
+    ident = _identify(w2, w.a[4]).json()
     assert (
         ident["stale_templates"] == 1
         and ident["enrolled"] == 0
         and ident["speaker_id"] == "unknown"
     )
-    assert "speakerops_stale_templates 1.0" in c2.get("/metrics").text
-    add = c2.post(
-        f"/v1/acme/speakers/{SPEAKER}/enroll",
-        files=[("files", _file(w.a[3]))],
-        data={"mode": "add"},
-        headers=_h(w.tokens["acme"]),
-    )
+    assert "speakerops_stale_templates 1.0" in w2.client.get("/metrics").text
+    add = _enroll(w2, [w.a[3]], mode="add")
     assert add.status_code == 409 and add.json()["error"]["code"] == "template.version"
 
 
@@ -390,43 +379,33 @@ def test_sqlite_store_holds_no_plaintext_embedding_or_speaker_id(world):
     w.store.dispose()
     blob = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
     with sqlite3.connect(path) as db:  # the layout is the Alembic head
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
     assert len(blob) > 0
     _assert_unreadable(blob, embs)
 
 
-def test_postgres_store_holds_no_plaintext_and_serves(world, postgres_db, encoder):
+def test_postgres_store_holds_no_plaintext_and_serves(world, postgres_db, encoder, speakers):
     w = world
     url = postgres_db.replace("postgresql://", "postgresql+psycopg://", 1)
-    cfg, app = _world(w.project / "pg", encoder, f"serve.store.url={url}")
-    token = issue_token(cfg.serve.tokens, "acme")[1]
-    app.state.tokens.reload()
-    c = TestClient(app)
-    files = [("files", _file(p)) for p in w.a[:2]]
-    assert (
-        c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files, headers=_h(token)).status_code
-        == 200
-    )
-    v = c.post(
-        "/v1/acme/verify",
-        files={"file": _file(w.a[4])},
-        data={"speaker_id": SPEAKER},
-        headers=_h(token),
-    )
+    pg = _world(w.project / "pg", encoder, speakers, f"serve.store.url={url}")
+    assert _enroll(pg, w.a[:2]).status_code == 200
+    v = _verify(pg, w.a[4])
     assert v.status_code == 200, v.text
     import psycopg
 
     with psycopg.connect(postgres_db) as conn:
         rows = conn.execute("SELECT * FROM templates").fetchall()
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
     assert len(rows) == 1
     blob = b"".join(
         bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0]
     )
-    _assert_unreadable(blob, _stored_embeddings(app.state.service.store))
+    _assert_unreadable(blob, _stored_embeddings(pg.store))
 
 
-def test_rotation_keeps_templates_usable_and_a_wrong_key_refuses(world, encoder, monkeypatch):
+def test_rotation_keeps_templates_usable_and_a_wrong_key_refuses(
+    world, encoder, speakers, monkeypatch
+):
     w = world
     assert _enroll(w, w.a[:2]).status_code == 200
     before = _verify(w, w.a[4]).json()["llr"]
@@ -434,18 +413,12 @@ def test_rotation_keeps_templates_usable_and_a_wrong_key_refuses(world, encoder,
     rotated = keyring_from_cfg(w.cfg).rotate_master(parse_key(new), retire_old=True)
     assert rotated >= 2  # at least the pseudonym and the tenant keys
     monkeypatch.setenv("SPEAKEROPS_DATA_KEY", new)
-    _, app = _world(w.project, encoder)
-    c = TestClient(app)
-    after = c.post(
-        "/v1/acme/verify",
-        files={"file": _file(w.a[4])},
-        data={"speaker_id": SPEAKER},
-        headers=_h(w.tokens["acme"]),
-    )
+    w2 = _world(w.project, encoder, speakers, tenants=())
+    after = _verify(w2, w.a[4], token=w.tokens["acme"])
     assert after.status_code == 200 and after.json()["llr"] == pytest.approx(before)
     monkeypatch.setenv("SPEAKEROPS_DATA_KEY", new_key_text())
     with pytest.raises(KeyMaterialError, match="not wrapped for this master key"):
-        _world(w.project, encoder)
+        _world(w.project, encoder, speakers, tenants=())
 
 
 def test_a_template_row_moved_to_another_speaker_does_not_decrypt(world):
@@ -465,19 +438,15 @@ def test_a_template_row_moved_to_another_speaker_does_not_decrypt(world):
 
 
 def test_an_enrollment_set_that_does_not_match_itself_is_refused(tmp_path, encoder, speakers):
-    cfg, app = _world(tmp_path, encoder, "serve.enroll.consistency_min_llr=1000")
-    token = issue_token(cfg.serve.tokens, "acme")[1]
-    app.state.tokens.reload()
-    c = TestClient(app)
-    a = speakers[sorted(speakers)[0]]
-    files = [("files", _file(p)) for p in a[:2]]
-    r = c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files, headers=_h(token))
+    w = _world(tmp_path, encoder, speakers, "serve.enroll.consistency_min_llr=1000")
+    a = w.a
+    r = _enroll(w, a[:2])
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["code"] == "enroll.consistency" and err["check"] == "consistency"
     assert err["limit"] == 1000 and err["value"] < 1000
     assert a[0].name in err["message"] and "consistency_min_llr=1000" in err["message"]
-    assert app.state.service.store.templates("acme") == []
+    assert w.store.templates("acme") == []
     # one utterance has nothing to be consistent with
-    one = c.post(f"/v1/acme/speakers/{SPEAKER}/enroll", files=files[:1], headers=_h(token))
+    one = _enroll(w, a[:1])
     assert one.status_code == 200

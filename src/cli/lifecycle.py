@@ -198,9 +198,13 @@ def cmd_keys(call: Call, cfg: DictConfig) -> int:
     if call.action == "init":
         print(keyops.init_keys(cfg))
     elif call.action == "rotate":
-        print(
-            keyops.rotate_keys(cfg, retire=call.flag("retire"), purpose=call.options.get("purpose"))
-        )
+        from speakerops.serve.audit import command_trail
+
+        trail = command_trail(cfg, keys.keyring_from_cfg(cfg))  # opened before the master moves
+        purpose, retire = call.options.get("purpose"), call.flag("retire")
+        line = keyops.rotate_keys(cfg, retire=retire, purpose=purpose)
+        trail.record("keys.rotate", purpose=purpose, retire=retire, summary=line)
+        print(line)
     else:
         _print_json(keys.keyring_from_cfg(cfg).status())
     return 0

@@ -20,18 +20,50 @@ def cmd_serve(call: Call, cfg: DictConfig) -> int:
 
 @command(
     "serve-token",
-    "issue a bearer token for a tenant of the service: `serve-token tenant=<name>`",
-    options={"tenant": "the tenant the token is for"},
+    "issue a bearer token: `serve-token tenant=<name>`, or `serve-token admin=true` (/admin routes)",
+    options={"tenant": "the tenant the token is for", "admin": "an admin token instead"},
+    flags=("admin",),
 )
 def cmd_serve_token(call: Call, cfg: DictConfig) -> int:
-    from speakerops.serve.tokens import issue_token
+    from speakerops.serve.tokens import ADMIN, issue_token
 
-    tenant = call.options.get("tenant")
+    tenant = ADMIN if call.flag("admin") else call.options.get("tenant")
     if not tenant:
-        raise ValueError("missing tenant=...")
+        raise ValueError("missing tenant=... (or admin=true)")
     token_id, token = issue_token(cfg.serve.tokens, tenant)
-    print(f"tenant {tenant}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
+    print(f"{tenant}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
     print(token)
+    return 0
+
+
+@command(
+    "templates",
+    "the service's templates and the champion: `templates status` (per model version) | "
+    "`templates migrate` (re-embed from retained audio, else list who must re-enroll)",
+    actions=("status", "migrate"),
+)
+def cmd_templates(call: Call, cfg: DictConfig) -> int:
+    from speakerops.core.keys import keyring_from_cfg
+    from speakerops.serve.migrate import migrate_templates
+    from speakerops.serve.settings import ServeSettings
+    from speakerops.serve.store import TemplateStore
+
+    if call.action == "migrate":
+        report = migrate_templates(cfg)
+        _print_json(report)
+        if report["must_reenroll"]:
+            print(
+                f"speakerops templates: {len(report['must_reenroll'])} template(s) could not be "
+                f"re-embedded: their speakers must re-enroll (listed above)",
+                file=sys.stderr,
+            )
+        return 0
+    store = TemplateStore(ServeSettings.from_cfg(cfg).store_url, keyring_from_cfg(cfg))
+    counts = store.counts_by_version()
+    store.dispose()
+    _print_json(
+        [{"model_name": n, "model_version": v, "templates": c} for (n, v), c in counts.items()]
+    )
     return 0
 
 

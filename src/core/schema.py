@@ -17,7 +17,7 @@ when it builds the object; the rules here hold the project-wide types and ranges
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +236,54 @@ RULES: dict[str, Rule] = {
     "sweep.n_jobs": COUNT,
     "sweep.timeout": number(gt=0, nullable=True),
     "sweep.direction": choice("minimize", "maximize"),
+    # the verification service (conf/serve/default.yaml)
+    "serve.model": TEXT,
+    "serve.host": TEXT,
+    "serve.port": integer(ge=0, le=65535),
+    "serve.store.url": TEXT,
+    "serve.tokens": TEXT,
+    "serve.audit_log": TEXT,
+    "serve.production_log": TEXT,
+    "serve.policy": TEXT,
+    "serve.retain_enrollment_audio": FLAG,
+    "serve.reload.poll_s": number(ge=0),
+    "serve.upload.max_bytes": COUNT,
+    "serve.upload.max_files": COUNT,
+    "serve.upload.content_types": Rule("str", items=True),
+    "serve.min_sample_rate": COUNT,
+    "serve.enroll.consistency_min_llr": number(),
+    "serve.identify.top_k": COUNT,
+    "serve.identify.max_top_k": COUNT,
+    "serve.identify.index.exact_max": integer(ge=0),
+    "serve.identify.index.candidates": COUNT,
+    "serve.identify.index.nlist": integer(ge=0),
+    "serve.identify.index.nprobe": COUNT,
+    "serve.replay.window_s": number(ge=0),
+    "serve.replay.max_recent": COUNT,
+    "serve.replay.similarity": number(ge=0, le=1),
+    "serve.replay.action": choice("flag", "refuse"),
 }
+
+
+def setting(section: Mapping[str, Any], prefix: str, dotted: str) -> Any:
+    """The value at `dotted` in `section` (the config's `prefix` section), checked against its
+    rule (``RULES[prefix.dotted]``): the one reader of a settings class's values. A missing key
+    or a value the rule refuses is a :class:`ConfigError` naming it."""
+    key = f"{prefix}.{dotted}"
+    node: Any = section
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"{key}: missing from the config (conf/)")
+        node = node[part]
+    rule = RULES[key]
+    if not rule.accepts(node):
+        raise ConfigError(_refusal(key, node, rule))
+    return node
+
+
+def _refusal(key: str, value: Any, rule: Rule) -> str:
+    shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    return f"{key}={shown!r}: expected {rule.describe()}"
 
 
 def _matches(node: Any, parts: list[str], prefix: str) -> Iterator[tuple[str, Any]]:
@@ -264,8 +311,7 @@ def problems(cfg: DictConfig, rules: dict[str, Rule] | None = None) -> list[str]
     for pattern, rule in (RULES if rules is None else rules).items():
         for key, value in _matches(cfg, pattern.split("."), ""):
             if not rule.accepts(value):
-                shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-                found.append(f"{key}={shown!r}: expected {rule.describe()}")
+                found.append(_refusal(key, value, rule))
     return found
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from speakerops.core.schema import setting
 from speakerops.data.audio import AudioError
 from speakerops.data.vad import SpeechSegments, VadSettings, detect_speech
 
@@ -151,27 +152,16 @@ class QualitySettings:
 
     @classmethod
     def from_config(cls, q: Mapping[str, Any]) -> QualitySettings:
-        def number(key: str) -> float:
-            try:
-                value = float(q[key])
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"quality.{key}={q[key]!r}: expected a number") from exc
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"quality.{key}={q[key]!r}: expected a finite number >= 0")
-            return value
-
-        snr = q.get("min_snr_db")
-        s = cls(
-            min_speech_s=number("min_speech_s"),
-            max_clipped_ratio=number("max_clipped_ratio"),
-            clip_level=number("clip_level"),
-            max_dc_offset=number("max_dc_offset"),
+        """Each value read through the config's one reader (types and ranges: core.schema)."""
+        snr = setting(q, "quality", "min_snr_db")
+        return cls(
+            min_speech_s=float(setting(q, "quality", "min_speech_s")),
+            max_clipped_ratio=float(setting(q, "quality", "max_clipped_ratio")),
+            clip_level=float(setting(q, "quality", "clip_level")),
+            max_dc_offset=float(setting(q, "quality", "max_dc_offset")),
             min_snr_db=None if snr is None else float(snr),
             vad=VadSettings.from_config(q["vad"]),
         )
-        if not 0.0 < s.clip_level <= 1.0:
-            raise ValueError(f"quality.clip_level={s.clip_level}: expected 0 < level <= 1")
-        return s
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ import silero_vad  # noqa: E402 - its import resets torch's thread count, restor
 
 torch.set_num_threads(_threads)
 
+from speakerops.core.schema import setting  # noqa: E402
 from speakerops.data.resample import resample  # noqa: E402
 
 __all__ = ["STREAM_WINDOWS", "WARMUP_WINDOWS", "SpeechSegments", "VadSettings", "detect_speech"]
@@ -70,20 +71,17 @@ class VadSettings:
     @classmethod
     def from_config(cls, vad: Mapping[str, Any]) -> VadSettings:
         s = cls(
-            threshold=float(vad["threshold"]),
-            neg_threshold=float(vad["neg_threshold"]),
-            min_speech_ms=int(vad["min_speech_ms"]),
-            min_silence_ms=int(vad["min_silence_ms"]),
-            speech_pad_ms=int(vad["speech_pad_ms"]),
+            threshold=float(setting(vad, "quality.vad", "threshold")),
+            neg_threshold=float(setting(vad, "quality.vad", "neg_threshold")),
+            min_speech_ms=int(setting(vad, "quality.vad", "min_speech_ms")),
+            min_silence_ms=int(setting(vad, "quality.vad", "min_silence_ms")),
+            speech_pad_ms=int(setting(vad, "quality.vad", "speech_pad_ms")),
         )
         if not 0.0 < s.neg_threshold <= s.threshold < 1.0:
             raise ValueError(
                 f"quality.vad: need 0 < neg_threshold <= threshold < 1, got "
                 f"neg_threshold={s.neg_threshold}, threshold={s.threshold}"
             )
-        for key in ("min_speech_ms", "min_silence_ms", "speech_pad_ms"):
-            if getattr(s, key) < 0:
-                raise ValueError(f"quality.vad.{key}={getattr(s, key)}: must be >= 0")
         return s
 
 

@@ -78,7 +78,7 @@ META_COLUMNS = [
     "speaker_key",
 ]
 _SAFE_PARTITION = re.compile(r"^[A-Za-z0-9._-]+$")
-_PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
+PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
 
 
 def emb_column_names(dim: int) -> list[str]:
@@ -343,7 +343,7 @@ def read_production_log(
     d1 = (t1 - timedelta(microseconds=1)).date() if t1 is not None else None
 
     files = []
-    for f in sorted(log_dir.glob(_PART_GLOB)):
+    for f in sorted(log_dir.glob(PART_GLOB)):
         pv = _partition_values(f.relative_to(log_dir))
         if model_name is not None and pv.get("model_name") != str(model_name):
             continue

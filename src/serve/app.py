@@ -5,11 +5,14 @@ Routes (JSON; the OpenAPI page is ``/docs``, the schema ``/openapi.json``)::
     POST   /v1/{tenant}/speakers/{speaker_id}/enroll   multipart: files (1..max_files), mode
     POST   /v1/{tenant}/verify                         multipart: speaker_id, file, p_target?
     POST   /v1/{tenant}/identify                       multipart: file, top_k?, p_target?
-    DELETE /v1/{tenant}/speakers/{speaker_id}
+    DELETE /v1/{tenant}/speakers/{speaker_id}                  also its log rows and retained audio
+    POST   /admin/reload                               follow serve.model's alias (admin token)
     GET    /healthz  /readyz  /metrics
 
 Every ``/v1/{tenant}`` route needs ``Authorization: Bearer <token of that tenant>`` (401 without
-a valid token, 403 with another tenant's). Every refusal is ``{"error": {"code", "message",
+a valid token, 403 with another tenant's; ``/admin`` routes an admin token). A route reads the
+served model (``app.state.service``) once per request: a reload swaps it whole (:mod:`.reload`).
+Every refusal is ``{"error": {"code", "message",
 ...}}`` with a 4xx status naming the problem.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
@@ -24,15 +29,17 @@ from fastapi.responses import JSONResponse, Response
 from omegaconf import DictConfig
 
 from speakerops.core.keys import KeyMaterialError, Keyring, keyring_from_cfg
+from speakerops.core.mlflow import client as mlflow_client
 from speakerops.core.paths import tracking_uri
-from speakerops.registry.package import load_encoder, resolve_model_version
+from speakerops.serve.audit import AuditTrail
 from speakerops.serve.engine import Service
 from speakerops.serve.errors import ServeError
 from speakerops.serve.intake import check_content_type
 from speakerops.serve.metrics import Metrics
+from speakerops.serve.reload import Reloader, load_model
 from speakerops.serve.settings import ServeSettings
 from speakerops.serve.store import TemplateStore
-from speakerops.serve.tokens import TokenBook
+from speakerops.serve.tokens import ADMIN, TokenBook, check_tenant
 
 API_VERSION = "v1"
 # the bearer token header of every /v1 route (module level: FastAPI resolves annotations here)
@@ -119,13 +126,20 @@ def create_app(
     """The app for a composed config; `encoder` (with its name and version) skips loading
     ``serve.model`` (tests, embedding the service)."""
     settings = ServeSettings.from_cfg(cfg)
+    uri = tracking_uri(cfg.paths.registry_dir)
+    keyring = keyring or keyring_from_cfg(cfg)
+    trail = AuditTrail(settings.audit_log, keyring)  # a given encoder: no registered model
     if encoder is None:
-        uri = tracking_uri(cfg.paths.registry_dir)
-        encoder = load_encoder(settings.model, tracking_uri=uri)
-        model_name, model_version = resolve_model_version(settings.model, tracking_uri=uri)
+        encoder, model_name, model_version = load_model(settings.model, uri)
+        if model_version != "local":  # a registered model: the head is anchored on it
+            trail = AuditTrail(
+                settings.audit_log,
+                keyring,
+                client=mlflow_client(cfg.paths.registry_dir),
+                model_name=model_name,
+            )
     if not model_name or not model_version:
         raise ValueError("create_app: pass model_name and model_version with an encoder")
-    keyring = keyring or keyring_from_cfg(cfg)
     metrics = Metrics()
     store = TemplateStore(settings.store_url, keyring)
     metrics.count_templates_with(store.counts_by_version)
@@ -138,8 +152,18 @@ def create_app(
         keyring=keyring,
         store=store,
         metrics=metrics,
+        audit=trail,
     )
+    reloader = Reloader(None, uri)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reloader.start(settings.reload_poll_s)
+        yield
+        reloader.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="speakerops verification service",
         version=API_VERSION,
         description=(
@@ -149,6 +173,7 @@ def create_app(
         ),
     )
     app.state.service, app.state.tokens, app.state.metrics = service, tokens, metrics
+    reloader.state = app.state
     allowed = settings.content_types
 
     @app.exception_handler(ServeError)
@@ -169,7 +194,14 @@ def create_app(
         return response
 
     def auth(tenant: str, authorization: str | None) -> str:
+        try:  # before the token: `/v1/@admin/...` is no tenant's route
+            check_tenant(tenant)
+        except ValueError as exc:
+            raise ServeError(404, "tenant.invalid", str(exc)) from exc
         return tokens.authenticate(tenant, authorization)
+
+    def admin(authorization: str | None) -> str:
+        return tokens.authenticate(ADMIN, authorization)
 
     @app.post(f"/{API_VERSION}/{{tenant}}/speakers/{{speaker_id}}/enroll")
     def enroll(
@@ -182,7 +214,7 @@ def create_app(
     ) -> dict:
         token_id = auth(tenant, authorization)
         uploads = [_read(f, allowed) for f in files]
-        return service.enroll(tenant, token_id, speaker_id, uploads, mode, channel)
+        return app.state.service.enroll(tenant, token_id, speaker_id, uploads, mode, channel)
 
     @app.post(f"/{API_VERSION}/{{tenant}}/verify")
     def verify(
@@ -194,7 +226,7 @@ def create_app(
         channel: Annotated[str | None, Form()] = None,
     ) -> dict:
         auth(tenant, authorization)
-        return service.verify(tenant, speaker_id, _read(file, allowed), p_target, channel)
+        return app.state.service.verify(tenant, speaker_id, _read(file, allowed), p_target, channel)
 
     @app.post(f"/{API_VERSION}/{{tenant}}/identify")
     def identify(
@@ -206,12 +238,18 @@ def create_app(
         channel: Annotated[str | None, Form()] = None,
     ) -> dict:
         auth(tenant, authorization)
-        return service.identify(tenant, _read(file, allowed), top_k, p_target, channel)
+        return app.state.service.identify(tenant, _read(file, allowed), top_k, p_target, channel)
 
     @app.delete(f"/{API_VERSION}/{{tenant}}/speakers/{{speaker_id}}")
     def delete(tenant: str, speaker_id: str, authorization: Auth = None) -> dict:
         token_id = auth(tenant, authorization)
-        return service.delete(tenant, token_id, speaker_id)
+        return app.state.service.delete(tenant, token_id, speaker_id)
+
+    @app.post("/admin/reload")
+    def admin_reload(authorization: Auth = None) -> dict:
+        """Follow ``serve.model`` (e.g. the champion alias) now; see :mod:`.reload`."""
+        token_id = admin(authorization)
+        return reloader.reload(tenant=ADMIN, token_id=token_id, trigger="admin")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -219,6 +257,7 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
+        service = app.state.service
         try:
             store.ping()
         except Exception as exc:  # noqa: BLE001 - any store failure means not ready

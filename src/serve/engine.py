@@ -22,9 +22,10 @@ import numpy as np
 
 from speakerops.core.keys import Keyring
 from speakerops.core.policy import bayes_threshold, load_policy
-from speakerops.drift.log import append_production_log
+from speakerops.drift.erase import erase_speaker
+from speakerops.drift.log import append_production_log, speaker_pseudonym
 from speakerops.eval.scoring import Scorer, l2_normalize
-from speakerops.registry.audit import append_audit
+from speakerops.serve.audit import AuditTrail
 from speakerops.serve.errors import ServeError
 from speakerops.serve.index import TemplateIndex
 from speakerops.serve.intake import Utterance, intake
@@ -49,6 +50,11 @@ def _check_speaker_id(speaker_id: str) -> str:
     return speaker_id
 
 
+def log_speaker(tenant: str, speaker_id: str) -> str:
+    """The speaker id the production log pseudonymizes (tenants' ids never collide there)."""
+    return f"{tenant}:{speaker_id}"
+
+
 class Service:
     """One loaded model, one template store, one keyring (see the module docstring)."""
 
@@ -62,11 +68,12 @@ class Service:
         keyring: Keyring,
         store: TemplateStore,
         metrics: Metrics,
+        audit: AuditTrail,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.model_name, self.model_version = model_name, model_version
-        self.keyring, self.store, self.metrics = keyring, store, metrics
+        self.keyring, self.store, self.metrics, self.audit = keyring, store, metrics, audit
         self.scorer = Scorer.from_encoder(encoder)
         if self.scorer.calibration is None:
             raise ValueError(
@@ -90,6 +97,16 @@ class Service:
         for message in bad:
             print(f"speakerops serve: not indexed: {message}", file=sys.stderr, flush=True)
         return self.index.rebuild(templates)
+
+    def with_model(self, encoder: Any, model_name: str, model_version: str) -> Service:
+        """A service on another model sharing this one's store, keyring, metrics and audit
+        trail (``POST /admin/reload`` swaps it in whole: a request in flight finishes on the
+        service it started on). The replay memory starts empty: embeddings of two models are
+        not comparable."""
+        return Service(
+            self.settings, encoder, model_name=model_name, model_version=model_version,
+            keyring=self.keyring, store=self.store, metrics=self.metrics, audit=self.audit,
+        )  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------
     def _intake(self, name: str, data: bytes) -> Utterance:
@@ -144,22 +161,19 @@ class Service:
             sample_rates=[u.sample_rate for u in utts],
             snr_db=[u.snr_db for u in utts],
             channels=[channel] * len(utts),
-            speaker_ids=[None if speaker_id is None else f"{tenant}:{speaker_id}"] * len(utts),
+            speaker_ids=[None if speaker_id is None else log_speaker(tenant, speaker_id)]
+            * len(utts),
             keyring=self.keyring,
         )
 
     def _audit(self, action: str, tenant: str, token_id: str, **fields: Any) -> None:
-        append_audit(
-            self.settings.audit_log,
-            {
-                "action": action,
-                "tenant": tenant,
-                "token_id": token_id,
-                "model_name": self.model_name,
-                "model_version": self.model_version,
-                **fields,
-            },
-            keyring=self.keyring,
+        self.audit.record(
+            action,
+            tenant=tenant,
+            token_id=token_id,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            **fields,
         )
 
     def _check_version(self, tpl: Template) -> None:
@@ -208,6 +222,7 @@ class Service:
             durations_s=[u.duration_s for u in utts],
             audio_keys=[self.store.audio_key(tenant, u.audio_sha256) for u in utts],
             mode=mode,
+            retained=[data for _, data in files] if self.settings.retain_enrollment_audio else None,
         )
         self.index.upsert(tpl)
         self._log(tenant, utts, speaker_id, channel)
@@ -219,6 +234,7 @@ class Service:
             template_version=tpl.template_version,
             mode=mode,
             utterances=len(utts),
+            retained=self.settings.retain_enrollment_audio,
         )
         self.metrics.enrolled()
         return {
@@ -390,12 +406,16 @@ class Service:
         _check_speaker_id(speaker_id)
         key = self.store.speaker_key(tenant, speaker_id)
         self.index.remove(tenant, key)  # first: no identify proposes the speaker meanwhile
-        if not self.store.delete(tenant, key):
+        erased = self.store.delete(tenant, key)
+        if not erased["templates"]:
             raise ServeError(
                 404,
                 "speaker.unknown",
                 f"speaker {speaker_id!r} is not enrolled for tenant {tenant!r}",
             )
-        self._audit("serve.delete", tenant, token_id, speaker_key=key)
+        # everything derived from the speaker: the production log rows keyed to them
+        log_key = speaker_pseudonym(log_speaker(tenant, speaker_id), self.keyring.pseudonym_key())
+        erased["production_log_rows"] = erase_speaker(self.settings.production_log, log_key)
+        self._audit("serve.delete", tenant, token_id, speaker_key=key, erased=erased)
         self.metrics.deleted()
-        return {"tenant": tenant, "speaker_id": speaker_id, "deleted": True}
+        return {"tenant": tenant, "speaker_id": speaker_id, "deleted": True, "erased": erased}

@@ -1,51 +1,19 @@
 """The ``serve`` section of the composed config, validated (each default lives in
-``conf/serve/default.yaml``; nothing here re-declares one), and the config's one ``quality``
-section (the input checks every stage applies)."""
+``conf/serve/default.yaml``; each value's type and range in :data:`speakerops.core.schema.RULES`,
+read through its one reader :func:`~speakerops.core.schema.setting`), and the config's one
+``quality`` section (the input checks every stage applies)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from speakerops.core.schema import ConfigError, setting
 from speakerops.data.quality import QualitySettings
 from speakerops.serve.index import IndexSettings
-
-REPLAY_ACTIONS = ("flag", "refuse")
-
-
-def _get(section: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = section
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ValueError(f"serve.{dotted}: missing from the config (conf/serve/default.yaml)")
-        node = node[part]
-    return node
-
-
-def _number(section: Mapping[str, Any], key: str, *, low: float, integer: bool = False) -> Any:
-    raw = _get(section, key)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"serve.{key}={raw!r}: expected a number") from exc
-    if not math.isfinite(value) or value < low:
-        raise ValueError(f"serve.{key}={raw!r}: expected a finite number >= {low:g}")
-    if integer:
-        if value != int(value):
-            raise ValueError(f"serve.{key}={raw!r}: expected a whole number")
-        return int(value)
-    return value
-
-
-def _text(section: Mapping[str, Any], key: str) -> str:
-    raw = _get(section, key)
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError(f"serve.{key}={raw!r}: expected a non-empty string")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -58,6 +26,8 @@ class ServeSettings:
     audit_log: str
     production_log: str
     policy: str
+    retain_enrollment_audio: bool
+    reload_poll_s: float
     quality: QualitySettings
     max_bytes: int
     max_files: int
@@ -80,51 +50,45 @@ class ServeSettings:
             raise ValueError("serve: no `serve` section in the config (conf/serve/default.yaml)")
         if not isinstance(root.get("quality"), Mapping):
             raise ValueError("quality: no `quality` section in the config (conf/config.yaml)")
-        types = _get(s, "upload.content_types")
-        if not isinstance(types, (list, tuple)) or not types:
-            raise ValueError(f"serve.upload.content_types={types!r}: expected a non-empty list")
-        similarity = _number(s, "replay.similarity", low=0.0)
-        if similarity > 1.0:
-            raise ValueError(f"serve.replay.similarity={similarity}: a cosine, at most 1")
-        action = _text(s, "replay.action")
-        if action not in REPLAY_ACTIONS:
-            raise ValueError(f"serve.replay.action={action!r}: expected one of {REPLAY_ACTIONS}")
-        top_k = _number(s, "identify.top_k", low=1, integer=True)
-        max_top_k = _number(s, "identify.max_top_k", low=1, integer=True)
+
+        def get(key: str) -> Any:
+            return setting(s, "serve", key)
+
+        types = get("upload.content_types")
+        if not types:
+            raise ConfigError("serve.upload.content_types=[]: expected at least one type")
+        top_k, max_top_k = get("identify.top_k"), get("identify.max_top_k")
         if top_k > max_top_k:
-            raise ValueError(f"serve.identify.top_k={top_k} > serve.identify.max_top_k={max_top_k}")
-        llr = _get(s, "enroll.consistency_min_llr")
-        try:
-            consistency = float(llr)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"serve.enroll.consistency_min_llr={llr!r}: expected a number"
-            ) from exc
+            raise ConfigError(
+                f"serve.identify.top_k={top_k} > serve.identify.max_top_k={max_top_k}"
+            )
         return cls(
-            model=_text(s, "model"),
-            host=_text(s, "host"),
-            port=_number(s, "port", low=0, integer=True),
-            store_url=_text(s, "store.url"),
-            tokens=_text(s, "tokens"),
-            audit_log=_text(s, "audit_log"),
-            production_log=_text(s, "production_log"),
-            policy=_text(s, "policy"),
+            model=get("model"),
+            host=get("host"),
+            port=get("port"),
+            store_url=get("store.url"),
+            tokens=get("tokens"),
+            audit_log=get("audit_log"),
+            production_log=get("production_log"),
+            policy=get("policy"),
+            retain_enrollment_audio=get("retain_enrollment_audio"),
+            reload_poll_s=float(get("reload.poll_s")),
             quality=QualitySettings.from_config(root["quality"]),
-            max_bytes=_number(s, "upload.max_bytes", low=1, integer=True),
-            max_files=_number(s, "upload.max_files", low=1, integer=True),
+            max_bytes=get("upload.max_bytes"),
+            max_files=get("upload.max_files"),
             content_types=tuple(str(t).lower() for t in types),
-            min_sample_rate=_number(s, "min_sample_rate", low=1, integer=True),
-            consistency_min_llr=consistency,
+            min_sample_rate=get("min_sample_rate"),
+            consistency_min_llr=float(get("enroll.consistency_min_llr")),
             top_k=top_k,
             max_top_k=max_top_k,
             index=IndexSettings(
-                exact_max=_number(s, "identify.index.exact_max", low=0, integer=True),
-                candidates=_number(s, "identify.index.candidates", low=1, integer=True),
-                nlist=_number(s, "identify.index.nlist", low=0, integer=True),
-                nprobe=_number(s, "identify.index.nprobe", low=1, integer=True),
+                exact_max=get("identify.index.exact_max"),
+                candidates=get("identify.index.candidates"),
+                nlist=get("identify.index.nlist"),
+                nprobe=get("identify.index.nprobe"),
             ),
-            replay_window_s=_number(s, "replay.window_s", low=0.0),
-            replay_max_recent=_number(s, "replay.max_recent", low=1, integer=True),
-            replay_similarity=similarity,
-            replay_action=action,
+            replay_window_s=float(get("replay.window_s")),
+            replay_max_recent=get("replay.max_recent"),
+            replay_similarity=float(get("replay.similarity")),
+            replay_action=get("replay.action"),
         )

@@ -6,8 +6,11 @@ the speaker id itself only encrypted (identification answers with it), the enrol
 utterances' embeddings ``[n, D]`` as one AES-256-GCM blob under the tenant's
 data key (purpose ``tenant:<tenant>``), with the tenant, the pseudonym, the model name and
 version and the template version bound as associated data: a blob copied to another row,
-speaker, tenant or version does not decrypt. The enrollment audio is kept only as keyed hashes
-(replay detection). The template itself is the L2-normalized mean of the utterance embeddings.
+speaker, tenant or version does not decrypt. The enrollment audio is kept as keyed hashes
+(replay detection) and, only with ``serve.retain_enrollment_audio``, as the uploaded bytes
+encrypted under the same tenant key, bound to the tenant, the pseudonym and the audio hash
+(``speakerops templates migrate`` re-embeds them when the champion moves). The template itself
+is the L2-normalized mean of the utterance embeddings.
 
 Schema: :mod:`.store_schema`, migrated with Alembic (``migrations/``): the store runs
 ``alembic upgrade head`` when it opens, so a new layout reaches SQLite and PostgreSQL alike.
@@ -29,7 +32,7 @@ from sqlalchemy.orm import sessionmaker
 from speakerops.core.keys import KeyMaterialError, Keyring
 from speakerops.eval.scoring import l2_normalize
 from speakerops.serve.errors import ServeError
-from speakerops.serve.store_schema import TemplateRow
+from speakerops.serve.store_schema import EnrollmentAudioRow, TemplateRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -73,6 +76,10 @@ def _aad(tenant: str, speaker_key: str, model_name: str, model_version: str, ver
 
 def _id_aad(tenant: str, speaker_key: str) -> bytes:
     return "\x00".join(("speakerops-speaker-id", tenant, speaker_key)).encode()
+
+
+def _audio_aad(tenant: str, speaker_key: str, audio_key: str) -> bytes:
+    return "\x00".join(("speakerops-enrollment-audio", tenant, speaker_key, audio_key)).encode()
 
 
 def _now() -> datetime:
@@ -195,9 +202,12 @@ class TemplateStore:
         durations_s: list[float],
         audio_keys: list[str],
         mode: str,
+        retained: list[bytes] | None = None,
     ) -> Template:
         """Store (``mode="replace"``) or extend (``"add"``) a speaker's enrollment; returns the
-        template as stored. ``add`` onto a template of another model version is refused."""
+        template as stored. ``add`` onto a template of another model version is refused.
+        ``retained``: the uploads' bytes (one per audio key) to keep, encrypted, for a later
+        migration; ``replace`` drops what was retained before, in the same transaction."""
         emb = np.asarray(embeddings, np.float32)
         speaker_key = self.speaker_key(tenant, speaker_id)
         with self._session.begin() as s:
@@ -246,19 +256,97 @@ class TemplateStore:
             )
             row.audio_keys = json.dumps(keys_old + list(audio_keys))
             row.updated_at = now
+            if mode == "replace":
+                s.execute(self._audio_rows(delete(EnrollmentAudioRow), tenant, speaker_key))
+            for audio_key, data in zip(audio_keys, retained or [], strict=False):
+                s.add(
+                    EnrollmentAudioRow(
+                        tenant=tenant,
+                        speaker_key=speaker_key,
+                        audio_key=audio_key,
+                        audio_enc=self.keyring.encrypt(
+                            tenant_purpose(tenant), data, _audio_aad(tenant, speaker_key, audio_key)
+                        ),
+                        created_at=now,
+                    )
+                )
         return Template(
             tenant, speaker_key, model_name, model_version, version, emb, float(duration),
             tuple(keys_old + list(audio_keys)), speaker_id,
         )  # fmt: skip
 
-    def delete(self, tenant: str, speaker_key: str) -> bool:
+    def migrate(
+        self, old: Template, embeddings: np.ndarray, *, model_name: str, model_version: str
+    ) -> Template:
+        """Replace `old`'s embeddings with ones of another model (re-embedded from its
+        retained audio), keeping its audio; refused (409) when the template changed since
+        `old` was read (a re-enrollment meanwhile wins)."""
+        emb = np.asarray(embeddings, np.float32)
+        with self._session.begin() as s:
+            row = s.scalar(
+                select(TemplateRow)
+                .where(TemplateRow.tenant == old.tenant, TemplateRow.speaker_key == old.speaker_key)
+                .with_for_update()
+            )
+            if row is None or row.template_version != old.template_version:
+                raise ServeError(
+                    409, "template.changed", "the template changed while it was being migrated"
+                )
+            version = row.template_version + 1
+            row.embeddings_enc = self.keyring.encrypt_array(
+                tenant_purpose(old.tenant),
+                emb,
+                _aad(old.tenant, old.speaker_key, model_name, model_version, version),
+            )
+            row.model_name, row.model_version, row.template_version = (
+                model_name,
+                model_version,
+                version,
+            )
+            row.n_utterances, row.updated_at = int(emb.shape[0]), _now()
+        return Template(
+            old.tenant, old.speaker_key, model_name, model_version, version, emb,
+            old.duration_s, old.audio_keys, old.speaker_id,
+        )  # fmt: skip
+
+    @staticmethod
+    def _audio_rows(stmt, tenant: str, speaker_key: str):
+        return stmt.where(
+            EnrollmentAudioRow.tenant == tenant, EnrollmentAudioRow.speaker_key == speaker_key
+        )
+
+    def retained_audio(self, tenant: str, speaker_key: str) -> list[bytes]:
+        """The retained enrollment uploads of a speaker, oldest first (decrypted)."""
+        with self._session() as s:
+            rows = s.scalars(
+                self._audio_rows(select(EnrollmentAudioRow), tenant, speaker_key).order_by(
+                    EnrollmentAudioRow.id
+                )
+            ).all()
+        try:
+            return [
+                self.keyring.decrypt(
+                    r.audio_enc,
+                    _audio_aad(r.tenant, r.speaker_key, r.audio_key),
+                    what=f"retained enrollment audio of tenant {r.tenant}",
+                )
+                for r in rows
+            ]
+        except KeyMaterialError as exc:
+            raise ServeError(
+                500, "store.key", f"retained audio cannot be decrypted: {exc}"
+            ) from exc
+
+    def delete(self, tenant: str, speaker_key: str) -> dict[str, int]:
+        """Erase a speaker's template and retained audio; returns how many rows of each."""
         with self._session.begin() as s:
             res = s.execute(
                 delete(TemplateRow).where(
                     TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key
                 )
             )
-            return bool(res.rowcount)
+            audio = s.execute(self._audio_rows(delete(EnrollmentAudioRow), tenant, speaker_key))
+            return {"templates": int(res.rowcount), "retained_audio": int(audio.rowcount)}
 
     def dispose(self) -> None:
         self.engine.dispose()

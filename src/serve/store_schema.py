@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,3 +39,19 @@ class TemplateRow(Base):
     audio_keys: Mapped[str] = mapped_column(Text)  # JSON list of keyed audio hashes
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EnrollmentAudioRow(Base):
+    """One retained enrollment utterance (``serve.retain_enrollment_audio``): the uploaded file's
+    bytes, AES-256-GCM under the tenant's data key, bound to the tenant, the speaker pseudonym
+    and the keyed audio hash; what ``speakerops templates migrate`` re-embeds."""
+
+    __tablename__ = "enrollment_audio"
+    __table_args__ = (Index("ix_enrollment_audio_speaker", "tenant", "speaker_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    speaker_key: Mapped[str] = mapped_column(String(64))
+    audio_key: Mapped[str] = mapped_column(String(64))
+    audio_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

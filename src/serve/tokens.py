@@ -4,6 +4,8 @@ A token is 32 random bytes (URL-safe base64) shown once when issued (``speakerop
 tenant=<name>``); only its SHA-256 is stored (a random 256-bit secret needs no slow hash). The
 ``token_id`` (public, 12 hex) names the token in the audit log. A request for tenant T needs a
 token of T: no token or an unknown one is 401, a valid token of another tenant is 403.
+Admin tokens (``speakerops serve-token admin=true``) are kept under the key ``@admin``, which no
+tenant name can be; they open the ``/admin`` routes and no tenant's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from speakerops.serve.errors import ServeError
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ADMIN = "@admin"  # the tokens file's key of admin tokens (not a valid tenant name)
 
 
 def check_tenant(tenant: str) -> str:
@@ -47,9 +50,11 @@ def _read(path: Path) -> dict[str, dict[str, str]]:
 
 
 def issue_token(path: str | Path, tenant: str) -> tuple[str, str]:
-    """Add a new token for `tenant`; returns (token_id, token). The token is not stored."""
+    """Add a new token for `tenant` (or :data:`ADMIN`); returns (token_id, token). The token
+    is not stored."""
     path = Path(path)
-    check_tenant(tenant)
+    if tenant != ADMIN:
+        check_tenant(tenant)
     doc = _read(path)
     token = secrets.token_urlsafe(32)
     token_id = secrets.token_hex(6)
@@ -79,7 +84,7 @@ class TokenBook:
         }
 
     def tenants(self) -> list[str]:
-        return sorted(self._doc)
+        return sorted(t for t in self._doc if t != ADMIN)
 
     def authenticate(self, tenant: str, authorization: str | None) -> str:
         """The token id of a valid ``Authorization: Bearer <token>`` for `tenant`."""
@@ -97,6 +102,12 @@ class TokenBook:
         if match is None:
             raise ServeError(401, "auth.invalid", "bearer token not recognized")
         owner, token_id = match
+        if owner == ADMIN and tenant != ADMIN:
+            raise ServeError(
+                403, "auth.tenant", f"an admin token opens /admin routes, not tenant {tenant!r}'s"
+            )
+        if owner != tenant and tenant == ADMIN:
+            raise ServeError(403, "auth.admin", "this route needs an admin token")
         if owner != tenant:
             raise ServeError(
                 403, "auth.tenant", f"this token belongs to another tenant, not to {tenant!r}"
