@@ -208,17 +208,21 @@ class TemplateIndex:
         if t.ivf is not None and not rebuild and n <= RETRAIN_GROWTH * t.trained_at:
             return
         slots = np.flatnonzero(t.alive)
-        t.bound = None  # a new bound from the rows the lists are trained on
-        data = self._ann_rows(t, slots)
+        t.bound = BOUND_HEADROOM * float(self._row_lengths(t, slots).max())
         nlist = self.settings.nlist or min(MAX_AUTO_LISTS, max(16, int(4 * np.sqrt(n))))
         nlist = max(1, min(nlist, n // MIN_POINTS_PER_LIST))
-        quantizer = faiss.IndexFlatIP(data.shape[1])
-        ivf = faiss.IndexIVFFlat(quantizer, data.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = slots
+        if n > nlist * TRAIN_POINTS_PER_LIST:  # k-means on a seeded sample, as faiss would
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(slots, nlist * TRAIN_POINTS_PER_LIST, replace=False))
+        train = self._ann_rows(t, sample)
+        quantizer = faiss.IndexFlatIP(train.shape[1])
+        ivf = faiss.IndexIVFFlat(quantizer, train.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = 0  # the same lists for the same templates
-        ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
-        ivf.train(data)
+        ivf.train(train)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) remove_ids
-        ivf.add_with_ids(data, slots)
+        for a in range(0, n, _CHUNK):  # rows made and added in chunks: no full-size copy
+            ivf.add_with_ids(self._ann_rows(t, slots[a : a + _CHUNK]), slots[a : a + _CHUNK])
         ivf.nprobe = min(self.settings.nprobe, nlist)
         t.ivf, t.trained_at = ivf, n
 
@@ -317,17 +321,21 @@ class TemplateIndex:
     # Those rows differ in length (w does), and inverted lists cluster by direction, so each
     # row x is scaled by a bound M and completed to unit length with sqrt(1 − |x/M|²) (the
     # usual reduction of inner-product search to cosine search; the query gets a 0 there).
+    def _row_lengths(self, t: _Tenant, slots: np.ndarray) -> np.ndarray:
+        """|x| of the rows below without making them: t is a unit vector, so
+        |[w·t, t, −μ_e·w]|² = 1 + w² (1 + μ_e²)."""
+        if self.scorer.normalization.method != "asnorm":
+            return np.ones(len(slots))
+        w = 1.0 / np.maximum(t.sd[slots], 1e-6)
+        return np.sqrt(1.0 + w**2 * (1.0 + t.mu[slots] ** 2))
+
     def _ann_rows(self, t: _Tenant, slots: np.ndarray) -> np.ndarray:
         vecs = t.vecs[slots]
         if self.scorer.normalization.method != "asnorm":
             return np.ascontiguousarray(vecs)
         w = 1.0 / np.maximum(t.sd[slots], 1e-6)
-        x = np.hstack([vecs * w[:, None], vecs, (-t.mu[slots] * w)[:, None]])
-        length = np.linalg.norm(x, axis=1)
-        if t.bound is None:
-            t.bound = BOUND_HEADROOM * float(length.max())
-        x /= t.bound
-        fill = np.sqrt(np.maximum(0.0, 1.0 - (length / t.bound) ** 2))
+        x = np.hstack([vecs * w[:, None], vecs, (-t.mu[slots] * w)[:, None]]) / t.bound
+        fill = np.sqrt(np.maximum(0.0, 1.0 - (self._row_lengths(t, slots) / t.bound) ** 2))
         return np.ascontiguousarray(np.hstack([x, fill[:, None]]), dtype=np.float32)
 
     def _ann_query(self, q: np.ndarray, sd_t: float) -> np.ndarray:
