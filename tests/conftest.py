@@ -106,6 +106,19 @@ MICRO_CORPUS = [
 
 
 @pytest.fixture(scope="session")
+def micro_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro synthetic corpus prepared once per session: its manifest (absolute paths).
+    Read-only: a test that needs changed audio writes its own files and manifest."""
+    from speakerops.core.config import compose
+    from speakerops.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("micro-prepared")
+    prepare(compose([*MICRO_CORPUS, f"data.synthetic_dir={root}/synthetic",
+                     f"data.prepared_dir={root}/prepared"]).data, progress=False)  # fmt: skip
+    return root / "prepared" / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> str:
     """A PostgreSQL server URL: `SPEAKEROPS_TEST_POSTGRES_URL` (`.ci/run` starts one with
     `scripts/postgres.sh start`), else the same script starts a local cluster now."""

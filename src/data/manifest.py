@@ -123,11 +123,14 @@ def segment_rows(manifest: pd.DataFrame, seconds: float, min_seconds: float) -> 
     return pd.DataFrame(rows)
 
 
-def write_trials(trials: pd.DataFrame, path: str | Path) -> str:
-    """Write a trial list as CSV and its sha256 beside it (`<path>.sha256`); returns the hash."""
+def write_trials(
+    trials: pd.DataFrame, path: str | Path, columns: tuple[str, ...] = ("enroll", "test", "label")
+) -> str:
+    """Write a trial list (its `columns`) as CSV and its sha256 beside it (`<path>.sha256`);
+    returns the hash."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    trials[["enroll", "test", "label"]].to_csv(path, index=False)
+    trials[list(columns)].to_csv(path, index=False)
     digest = sha256_file(path)
     path.with_suffix(path.suffix + ".sha256").write_text(f"{digest}  {path.name}\n")
     return digest

@@ -94,13 +94,19 @@ class SpeakerModule(pl.LightningModule):
         if backbone:
             groups.insert(0, {"params": backbone, "lr": lr * self.hparams.backbone_lr_scale})
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, int(self.hparams.warmup_fraction * total))
+        return warmup_cosine(opt, self.trainer, self.hparams.warmup_fraction)
 
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def warmup_cosine(opt: torch.optim.Optimizer, trainer: pl.Trainer, warmup_fraction: float) -> dict:
+    """Lightning's optimizer config: linear warm-up over `warmup_fraction` of the steps, then
+    cosine decay to 0 (stepped every batch)."""
+    total = max(1, int(trainer.estimated_stepping_batches))
+    warm = max(1, int(warmup_fraction * total))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

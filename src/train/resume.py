@@ -19,12 +19,16 @@ from pytorch_lightning.utilities import rank_zero_only
 from speakerops.core.lineage import params_digest
 
 RESUME_KEYS = ("seed", "features", "augment", "model", "loss", "optim", "data")
+COUNTERMEASURE_KEYS = ("countermeasure", "spoof")  # what else shapes a countermeasure's weights
 
 
 def resume_digest(cfg: DictConfig) -> str:
     """What must match for a checkpoint to be resumed (everything but the epoch budget)."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    return params_digest({k: container.get(k) for k in RESUME_KEYS})
+    keys = RESUME_KEYS
+    if container.get("task") == "countermeasure":
+        keys = (*RESUME_KEYS, *COUNTERMEASURE_KEYS)
+    return params_digest({k: container.get(k) for k in keys})
 
 
 @dataclass(frozen=True)

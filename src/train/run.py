@@ -41,6 +41,7 @@ from speakerops.models.features import FeatureConfig
 from speakerops.models.legacy import LEGACY_FORMAT, read_checkpoint
 from speakerops.models.zoo import build_backbone, model_spec
 from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
+from speakerops.train.countermeasure import train_countermeasure
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
 from speakerops.train.resume import plan_resume
@@ -153,6 +154,8 @@ def train(
     (`trainer`). `extra_callbacks` run after the configured ones (a sweep's pruning); `tags` are
     set on a new MLflow run (a sweep passes `mlflow.parentRunId` to nest the run).
     """
+    if cfg.get("task") == "countermeasure":  # conf/task/countermeasure.yaml
+        return train_countermeasure(cfg, extra_callbacks, tags)
     model_spec(cfg.model)  # an unknown model.arch is refused before any data is read or written
     # Lightning's MLFlowLogger sets (and exports) MLflow's global tracking URI: scoped here
     with fluent_store(tracking_uri(cfg.paths.registry_dir)):

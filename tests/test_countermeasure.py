@@ -1,0 +1,90 @@
+"""The countermeasure: LFCC + LCNN from the zoo's registry, its file, and a tiny training run
+through `speakerops train task=countermeasure` (Hydra, Lightning, MLflow, resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from speakerops.cli import main
+from speakerops.core.config import compose
+from speakerops.core.paths import tracking_uri
+from speakerops.data.spoof.prepare import spoof_prepare
+from speakerops.models.countermeasure import Countermeasure
+from speakerops.models.encoder_file import IntegrityError
+from speakerops.models.zoo import backbones
+
+from .test_spoof_data import spoof_overrides
+
+pytestmark = pytest.mark.filterwarnings("ignore:The '\\w+_dataloader' does not have many workers")
+
+SMALL = ["countermeasure.model.channels=4", "countermeasure.model.embedding_dim=8",
+         "countermeasure.loader.batch_size=8", "countermeasure.loader.crop_seconds=1.0",
+         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
+
+
+def test_lfcc_lcnn_builds_from_the_registry_and_scores(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = compose(SMALL)
+    assert "lcnn" in backbones()
+    cm = Countermeasure.build(cfg.countermeasure.model, cfg.countermeasure.features)
+    assert cm.front.n_features == 60 and cm.sample_rate == 16000
+    wav = torch.randn(2, 16000) * 0.1
+    feats = cm.front(wav)
+    assert feats.shape == (2, 1 + (16000 - 512) // 160, 60) and torch.isfinite(feats).all()
+    out = cm(wav)
+    assert out.shape == (2,)
+    out.sum().backward()
+    assert all(p.grad is not None for p in cm.net.parameters())
+    short = np.zeros(cm.min_samples - 1, np.float32)
+    with pytest.raises(ValueError, match="need >= "):
+        cm.score(short)
+    path = cm.save(tmp_path / "countermeasure.safetensors")
+    back = Countermeasure.load(path)
+    x = (torch.randn(24000) * 0.1).numpy()
+    assert back.score(x) == pytest.approx(cm.eval().score(x), abs=1e-6)
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(IntegrityError):
+        Countermeasure.load(path)
+    with pytest.raises(ValueError, match="LFCC front end gives 60"):
+        Countermeasure.build(
+            {**cfg.countermeasure.model, "n_mels": 40}, cfg.countermeasure.features
+        )
+
+
+def test_train_task_countermeasure_logs_checkpoints_and_resumes(
+    micro_manifest: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    over = [*spoof_overrides(micro_manifest), "spoof.workers=1", *SMALL, "task=countermeasure",
+            "trainer.max_epochs=2"]  # fmt: skip
+    spoof_prepare(compose(over).spoof)
+    assert main(["train", *over]) == 0
+    out = tmp_path / "artifacts" / "countermeasure"
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["task"] == "countermeasure" and summary["epochs"] == 2
+    assert 0.0 <= summary["best_val_eer"] <= 1.0
+    cm = Countermeasure.load(out / "countermeasure.safetensors")
+    assert np.isfinite(
+        cm.score_file(next((tmp_path / "data" / "spoof" / "wav" / "A01").glob("*.wav")))
+    )
+    client = mlflow.MlflowClient(tracking_uri("registry"))
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags["task"] == "countermeasure"
+    assert run.data.params["countermeasure.model.arch"] == "lcnn"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_eer")]
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "countermeasure")}
+    assert names == {
+        "countermeasure/countermeasure.safetensors",
+        "countermeasure/countermeasure.safetensors.sha256",
+    }
+    # one more epoch resumes into the same MLflow run; the speaker model's outputs are untouched
+    assert main(["train", *over, "trainer.max_epochs=3"]) == 0
+    again = json.loads((out / "train.json").read_text())
+    assert again["run_id"] == summary["run_id"] and again["epochs"] == 3
+    assert not (tmp_path / "artifacts" / "train").exists()

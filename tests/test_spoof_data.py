@@ -1,0 +1,137 @@
+"""Spoofed speech made here (`speakerops spoof prepare`): TTS engines, vocoder resynthesis and
+replay of a micro synthetic corpus, attack-disjoint splits, SASV trials, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from speakerops.cli import main
+from speakerops.core.config import compose
+from speakerops.core.jsonio import sha256_file
+from speakerops.data.spoof.prepare import spoof_prepare
+from speakerops.data.spoof.protocol import check_splits, plan_jobs
+
+from .conftest import shared
+
+TINY = [
+    "spoof.speakers.train=3",
+    "spoof.speakers.calibration=2",
+    "spoof.speakers.eval=2",
+    "spoof.bonafide_per_speaker=2",
+    "spoof.nontargets_per_enroll=2",
+    "spoof.max_seconds=2.0",
+]
+
+
+def spoof_overrides(manifest: Path) -> list[str]:
+    """The tiny spoof config on a prepared manifest, with the real impulse responses."""
+    return [
+        *TINY,
+        f"spoof.bonafide_manifest={manifest}",
+        f"spoof.attacks.A06.rir_dir={shared('rir')}",
+    ]
+
+
+@pytest.fixture
+def corpus(micro_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.chdir(tmp_path)
+    return spoof_overrides(micro_manifest)
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*.wav"))}
+
+
+def test_spoof_prepare_is_attack_disjoint_and_deterministic(
+    corpus: list[str], tmp_path: Path
+) -> None:
+    assert main(["spoof", "prepare", *corpus, "spoof.out_dir=a", "spoof.workers=2"]) == 0
+    cfg = compose([*corpus, "spoof.out_dir=b", "spoof.workers=1"])
+    summary = spoof_prepare(cfg.spoof)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert json.loads((a / "spoof.json").read_text()) == summary  # whatever the worker count
+    assert _files(a) == _files(b) and len(_files(a)) == summary["n_items"]
+    for name in ("sasv_trials_eval.csv", "sasv_trials_calibration.csv", "cm_train.csv"):
+        digest = (a / f"{name}.sha256").read_text().split()[0]
+        assert (
+            digest == sha256_file(a / name) == sha256_file(b / name) == summary["hashes"][name[:-4]]
+        )
+    assert summary["n_quarantined"] == 0
+
+    # attacks: ids on every file, the eval attacks unseen (a TTS engine and the replay)
+    m = pd.read_csv(a / "manifest.csv")
+    table = pd.read_csv(a / "attacks.csv").set_index("attack")
+    assert summary["unseen_attacks"] == ["A03", "A05", "A06"]
+    assert set(table.loc[summary["unseen_attacks"], "kind"]) == {"tts", "vocoder", "replay"}
+    seen = set(m.loc[m["split"] != "eval", "attack"])
+    assert seen == {"bonafide", "A01", "A02", "A04"} and not seen & set(summary["unseen_attacks"])
+    assert set(m.loc[m["split"] == "eval", "attack"]) == {"bonafide", "A03", "A05", "A06"}
+    assert ((m["label"] == "spoof") == (m["attack"] != "bonafide")).all()
+    assert (
+        m.groupby("split")["speaker"]
+        .unique()
+        .map(set)
+        .pipe(lambda s: not (s["train"] & s["eval"]) and not (s["calibration"] & s["eval"]))
+    )
+    replayed = m[m["attack"] == "A06"]["detail"].map(json.loads)
+    assert set(replayed.map(lambda d: d["rir"])) <= {p.name for p in shared("rir").iterdir()}
+    for row in m.itertuples():
+        wav, rate = sf.read(row.path)
+        assert rate == 16000 and 0.3 < wav.size / rate <= 2.0 and np.abs(wav).max() > 0.05, (
+            row.utt_id
+        )
+    tts = m[m["kind"] == "tts"]
+    assert (tts["text"].str.len() > 10).all() and (tts["source_utt"].isna()).all()
+    voc = m[m["kind"].isin(["vocoder", "replay"])]
+    own = m.set_index("utt_id")
+    src = pd.read_csv(cfg.spoof.bonafide_manifest).set_index("utt_id")
+    assert (src.loc[voc["source_utt"], "speaker"].to_numpy() == voc["speaker"].to_numpy()).all()
+
+    # SASV trials: the enrolment is bona fide, each spoof claims the enrolled speaker
+    t = pd.read_csv(a / "sasv_trials_eval.csv")
+    assert set(t["kind"]) == {"target", "nontarget", "spoof"}
+    assert (own.loc[t["enroll"], "attack"] == "bonafide").all()
+    same = own.loc[t["enroll"], "speaker"].to_numpy() == own.loc[t["test"], "speaker"].to_numpy()
+    assert (same == t["kind"].isin(["target", "spoof"]).to_numpy()).all()
+    assert ((t["label"] == 1) == (t["kind"] == "target")).all()
+    assert set(t.loc[t["kind"] == "spoof", "attack"]) == {"A03", "A05", "A06"}
+    # and one spoof never has its enrolment recording as source
+    spoofs = t[t["kind"] == "spoof"].merge(own[["source_utt"]], left_on="test", right_index=True)
+    enrol_src = own.loc[spoofs["enroll"], "source_utt"].to_numpy()
+    assert (spoofs["source_utt"].to_numpy() != enrol_src).all()
+
+    jobs = plan_jobs(pd.read_csv(cfg.spoof.bonafide_manifest), cfg.spoof, check_splits(cfg.spoof))
+    other = compose([*corpus, "spoof.seed=1"]).spoof
+    changed = plan_jobs(pd.read_csv(cfg.spoof.bonafide_manifest), other, check_splits(other))
+    assert [j["seed"] for j in jobs] != [j["seed"] for j in changed]  # another seed, other items
+
+
+def test_bad_sources_are_quarantined_and_bad_config_refused(
+    corpus: list[str], tmp_path: Path
+) -> None:
+    cfg = compose([*corpus, "spoof.workers=1"])
+    m = pd.read_csv(cfg.spoof.bonafide_manifest)
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage")
+    m.loc[m["split"] == "eval", "path"] = str(bad)  # every eval recording unreadable
+    m.to_csv(tmp_path / "manifest.csv", index=False)
+    summary = spoof_prepare(compose([*corpus, f"spoof.bonafide_manifest={tmp_path / 'manifest.csv'}",
+                                     "spoof.out_dir=q", "spoof.workers=1"]).spoof)  # fmt: skip
+    q = pd.read_csv(tmp_path / "q" / "quarantine.csv")
+    assert (
+        len(q) == summary["n_quarantined"] > 0
+        and q["reason"].str.contains("corrupt.wav: unreadable").all()
+    )
+    assert set(q["attack"]) == {"bonafide", "A05", "A06"}  # the eval TTS needs no recording
+    assert summary["counts"]["train"]["bonafide"] == 6 and summary["counts"]["eval"] == {"A03": 2}
+
+    with pytest.raises(ValueError, match=r"spoof.splits.eval: attacks \['A01'\] also appear"):
+        check_splits(compose([*corpus, "spoof.splits.eval=[A01,A03]"]).spoof)
+    with pytest.raises(FileNotFoundError, match="rir_dir=/nowhere"):
+        spoof_prepare(compose([*corpus, "spoof.attacks.A06.rir_dir=/nowhere"]).spoof)
