@@ -62,7 +62,7 @@ def world(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("champion")
     (root / "policy.yaml").write_text(POLICY)
-    corpus = write_corpus(root / "corpus", 24, 4)
+    corpus = write_corpus(root / "corpus", 20, 4)
     cfg = make_cfg(
         root,
         root / "prepared",
@@ -71,6 +71,7 @@ def world(tmp_path_factory):
             "drift.log_dir": root / "production_log",
             "serve.retain_enrollment_audio": "true",
             "serve.enroll.consistency_min_llr": "-1e9",  # untrained models: LLRs say little
+            "evaluate.bootstrap.n": 50,
         },
     )
     from speakerops.data.prepare import prepare
@@ -129,16 +130,18 @@ def test_templates_follow_the_champion_erasure_and_audit(world):
     alice, bob, carol = names[0], names[1], names[2]
     tokens = {t: issue_token(cfg.serve.tokens, t)[1] for t in ("acme", ADMIN)}
 
-    # carol enrolls while retention is off: nothing to re-embed her from later
-    off = OmegaConf.merge(cfg, {"serve": {"retain_enrollment_audio": False}})
-    with TestClient(create_app(off)) as c0:
-        assert c0.post(
-            f"/v1/acme/speakers/{carol}/enroll", files=_files(spk[carol][:2]), headers=_h(tokens["acme"])
-        ).status_code == 200  # fmt: skip
-
     app = create_app(cfg)
-    poller = create_app(OmegaConf.merge(cfg, {"serve": {"reload": {"poll_s": 0.2}}}))
+    # a second instance polls the alias; it keeps no enrollment audio
+    poller = create_app(
+        OmegaConf.merge(
+            cfg, {"serve": {"retain_enrollment_audio": False, "reload": {"poll_s": 0.2}}}
+        )
+    )
     c = TestClient(app)
+    # carol enrolls where retention is off: nothing to re-embed her from later
+    assert TestClient(poller).post(
+        f"/v1/acme/speakers/{carol}/enroll", files=_files(spk[carol][:2]), headers=_h(tokens["acme"])
+    ).status_code == 200  # fmt: skip
     for s in (alice, bob):
         r = c.post(
             f"/v1/acme/speakers/{s}/enroll", files=_files(spk[s][:2]), headers=_h(tokens["acme"])

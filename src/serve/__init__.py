@@ -8,6 +8,7 @@ Layer ``serve``: above ``drift``; nothing imports it but the command line.
 * :mod:`.intake`: an uploaded file -> checked speech -> embedding (the one VAD and quality checks).
 * :mod:`.engine`: enroll / verify / identify / delete with calibrated decisions, replay flags,
   the production log and the audit log.
+* :mod:`.replay`: replay flags (recent attempts in memory, enrollment audio hashes);
 * :mod:`.audit`: the service's records on the one audit chain, the head anchored;
 * :mod:`.reload`: following the champion alias (``POST /admin/reload``, a poll);
 * :mod:`.migrate`: ``speakerops templates migrate`` (re-embed from retained enrollment audio);

@@ -11,11 +11,7 @@ point (a smaller ``p_target``, i.e. a higher θ), never a laxer one. Identificat
 from __future__ import annotations
 
 import sys
-import threading
-import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,18 +26,12 @@ from speakerops.serve.errors import ServeError
 from speakerops.serve.index import TemplateIndex
 from speakerops.serve.intake import Utterance, intake
 from speakerops.serve.metrics import Metrics
+from speakerops.serve.replay import ReplayMemory
 from speakerops.serve.settings import ServeSettings
 from speakerops.serve.store import Template, TemplateStore
 from speakerops.serve.tokens import check_tenant
 
 ENROLL_MODES = ("replace", "add")
-
-
-@dataclass
-class _Attempt:
-    at: float
-    audio_sha256: str
-    embedding: np.ndarray  # normalized
 
 
 def _check_speaker_id(speaker_id: str) -> str:
@@ -86,8 +76,7 @@ class Service:
         self.threshold = policy.threshold
         self.index = TemplateIndex(settings.index, self.scorer, model_name, model_version)
         self.rebuild_index()
-        self._recent: dict[str, deque[_Attempt]] = {}
-        self._lock = threading.Lock()
+        self.replay = ReplayMemory(settings)
         metrics.model_info(model_name, model_version)
 
     def rebuild_index(self) -> int:
@@ -294,7 +283,7 @@ class Service:
         self._check_version(tpl)
         utt = self._intake(*file)
         raw, norm, llr = self._llr(tpl.vector[None], np.array([tpl.duration_s]), utt)
-        flags = self._replay_flags(tenant, utt, tpl)
+        flags = self.replay.flags(utt, tenant, tpl, self.store.audio_key(tenant, utt.audio_sha256))
         accept = bool(llr[0] >= theta)
         if flags and self.settings.replay_action == "refuse":
             self.metrics.replay(refused=True)
@@ -330,27 +319,6 @@ class Service:
         if np.isfinite(utt.snr_db) and utt.snr_db < 10.0:
             out.append(f"estimated SNR {utt.snr_db:.1f} dB under 10 dB")
         return out
-
-    def _replay_flags(self, tenant: str, utt: Utterance, tpl: Template | None) -> list[str]:
-        s = self.settings
-        now = time.monotonic()
-        e = l2_normalize(utt.embedding[None])[0]
-        flags: list[str] = []
-        with self._lock:
-            recent = self._recent.setdefault(tenant, deque(maxlen=s.replay_max_recent))
-            while recent and now - recent[0].at > s.replay_window_s:
-                recent.popleft()
-            if any(a.audio_sha256 == utt.audio_sha256 for a in recent):
-                flags.append("same audio as a recent attempt")
-            elif any(float(a.embedding @ e) >= s.replay_similarity for a in recent):
-                flags.append("near-identical embedding to a recent attempt")
-            recent.append(_Attempt(now, utt.audio_sha256, e))
-        if tpl is not None:
-            if self.store.audio_key(tenant, utt.audio_sha256) in tpl.audio_keys:
-                flags.append("same audio as an enrollment utterance")
-            elif float(np.max(l2_normalize(tpl.embeddings) @ e)) >= s.replay_similarity:
-                flags.append("near-identical embedding to an enrollment utterance")
-        return flags
 
     # -- identify --------------------------------------------------------------------------
     def identify(
