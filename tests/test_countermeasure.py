@@ -10,14 +10,17 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from speakerops.cli import main
 from speakerops.core.config import compose
 from speakerops.core.paths import tracking_uri
 from speakerops.data.spoof.prepare import spoof_prepare
 from speakerops.models.countermeasure import Countermeasure
+from speakerops.models.encoder import SpeakerEncoder
 from speakerops.models.encoder_file import IntegrityError
-from speakerops.models.zoo import backbones
+from speakerops.models.features import FeatureConfig
+from speakerops.models.zoo import backbones, build_backbone
 
 from .test_spoof_data import spoof_overrides
 
@@ -88,3 +91,24 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     again = json.loads((out / "train.json").read_text())
     assert again["run_id"] == summary["run_id"] and again["epochs"] == 3
     assert not (tmp_path / "artifacts" / "train").exists()
+
+    # `spoof evaluate`: this CM beside a (tiny, untrained) speaker encoder on the unseen attacks
+    enc_cfg = compose(["model.channels=8", "model.attention_channels=4"])
+    encoder = SpeakerEncoder(build_backbone(enc_cfg.model), FeatureConfig(**enc_cfg.features),
+                             OmegaConf.to_container(enc_cfg.model, resolve=True))  # fmt: skip
+    encoder.save(tmp_path / "encoder.safetensors")
+    argv = ["spoof", "evaluate", f"encoder={tmp_path / 'encoder.safetensors'}",
+            f"cm={out / 'countermeasure.safetensors'}", *over, "evaluate.bootstrap.n=20"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "artifacts" / "spoof_eval" / "spoof_eval.json").read_text())
+    assert set(report["cm"]["eer_per_attack"]) == {"A03", "A05", "A06"}  # the unseen attacks only
+    for iv in (report["cm"]["eer_unseen"], report["cm"]["min_t_dcf"], report["pair"]["sasv_eer"]):
+        assert iv["low"] <= iv["high"] and iv["value"] is not None
+    assert (
+        report["n_trials"] == {"target": 2, "nontarget": 4, "spoof": 6} and not report["failures"]
+    )
+    assert (
+        set(report["speaker_alone"])
+        == set(report["pair"])
+        == {"sasv_eer", "spf_eer", "sv_eer", "min_a_dcf"}
+    )

@@ -158,18 +158,28 @@ def sasv_trials(cm: pd.DataFrame, nontargets_per_enroll: int, seed: int) -> pd.D
     return out.drop_duplicates(["enroll", "test"]).sort_values(["enroll", "test"]).reset_index(drop=True)
 
 
-def read_cm_protocol(path: str | Path) -> tuple[pd.DataFrame, str]:
-    """A CM protocol (utt_id, speaker, attack, label: 1 bona fide) and the sha256 of its bytes,
-    refused when they differ from the `.sha256` that `spoof prepare` wrote beside it."""
+def read_pinned_list(path: str | Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
+    """A list `spoof prepare` wrote (a CM protocol or SASV trials) and the sha256 of its bytes,
+    refused when they differ from the `.sha256` written beside it or lack ``columns``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: CM protocol not found (run `speakerops spoof prepare` first)")
-    table = pd.read_csv(path, dtype={"utt_id": str, "speaker": str, "attack": str})
-    missing = {"utt_id", "speaker", "attack", "label"} - set(table.columns)
+        raise FileNotFoundError(f"{path}: not found (run `speakerops spoof prepare` first)")
+    table = pd.read_csv(path, dtype={c: str for c in ("utt_id", "speaker", "attack", "enroll", "test", "kind")})
+    missing = set(columns) - set(table.columns)
     if missing:
-        raise ValueError(f"{path}: CM protocol lacks columns {sorted(missing)}")
+        raise ValueError(f"{path}: lacks columns {sorted(missing)}")
     sha = sha256_file(path)
     side = path.with_name(path.name + ".sha256")
     if side.is_file() and side.read_text().split()[0] != sha:
-        raise ValueError(f"{path}: sha256 differs from {side.name}: the protocol changed after `spoof prepare`")
+        raise ValueError(f"{path}: sha256 differs from {side.name}: the list changed after `spoof prepare`")
     return table, sha
+
+
+def read_cm_protocol(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """A CM protocol (utt_id, speaker, attack, label: 1 bona fide), see :func:`read_pinned_list`."""
+    return read_pinned_list(path, ("utt_id", "speaker", "attack", "label"))
+
+
+def read_sasv_trials(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """SASV trials (enroll, test, label, kind, attack), see :func:`read_pinned_list`."""
+    return read_pinned_list(path, ("enroll", "test", "label", "kind", "attack"))
