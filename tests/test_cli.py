@@ -37,6 +37,9 @@ def test_one_argument_convention() -> None:
     assert a.options == b.options == {"candidate": "models:/m/2", "dry_run": "true"}
     assert a.overrides == b.overrides == ["model.channels=8"]  # everything else is Hydra's
     assert a.flag("dry_run") and not parse(["promote"]).flag("dry_run")
+    # `--key=value`: hyphens become underscores in the key only, never in the value
+    d = parse(["promote", "--candidate=models:/speaker-encoder/1", "--dry-run"])
+    assert d.options == {"candidate": "models:/speaker-encoder/1", "dry_run": "true"}
     c = parse(["gate", "--config", "params.yaml", "register.gate_dir=x"])
     assert c.config == "params.yaml" and c.overrides == ["register.gate_dir=x"]
     assert parse(["gate", "config=params.yaml"]).config == "params.yaml"

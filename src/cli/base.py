@@ -101,7 +101,8 @@ def parse(argv: list[str]) -> Call:
     while rest:
         item = rest.pop(0)
         if item.startswith("--"):
-            key, sep, value = item[2:].replace("-", "_").partition("=")
+            key, sep, value = item[2:].partition("=")
+            key = key.replace("-", "_")  # only the key: a value such as models:/a-b/1 is kept
             if key == "config" or key in cmd.options:
                 if not sep:
                     if key in cmd.flags:
