@@ -164,6 +164,7 @@ def test_init_scaffolds_a_project_and_refuses_to_overwrite_it(
     done = init_project(tmp_path / "proj")
     root = tmp_path / "proj"
     assert done["ran"] == ["git init", "dvc init"] and (root / ".git").is_dir()
+    assert "SPEAKEROPS_DATA_KEY" in str(done["master_key"])  # the run's key: nothing created
     for rel in ("conf/project/default.yaml", "conf/README.md", "params.yaml", ".dvcignore"):
         assert (root / rel).is_file(), rel
     assert (root / "registry/policy.yaml").read_bytes() == packaged_policy().read_bytes()

@@ -11,7 +11,8 @@ What a project gets (every template is the checkout's own file, shipped in the w
 - `registry/policy.yaml` (the packaged default policy), `.gitignore`, `.dvcignore`;
 - `.github/workflows/promote.yml` and `drift.yml` (the examples, installing the package
   instead of a checkout);
-- `git init` / `dvc init` when the folder is not a repository yet.
+- `git init` / `dvc init` when the folder is not a repository yet, and `speakerops keys init`
+  (the master key protecting biometric data at rest, created once outside every project).
 
 Nothing is overwritten unless `force` (the refusal names every file in the way).
 """
@@ -30,6 +31,7 @@ import yaml
 
 from speakerops.core.config import compose, packaged_policy, write_params
 from speakerops.core.env import child_env
+from speakerops.core.keyops import init_keys
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 WORKFLOWS = ("promote.yml", "drift.yml")
@@ -191,11 +193,16 @@ def init_project(target: str | Path = ".", force: bool = False) -> dict[str, obj
         _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
         done.append("dvc init")
     with _inside(root):
-        write_params(compose([]))
+        cfg = compose([])
+        write_params(cfg)
+        # registering needs the master key that protects biometric data at rest (as demo.sh:
+        # created once, outside every project; an existing or configured key is kept)
+        key = init_keys(cfg)
     return {
         "project": str(root),
         "wrote": [*files, "params.yaml"],
         "overwrote": clash,
         "ran": done,
+        "master_key": key,
         "next": f"cd {root} && speakerops demo",
     }

@@ -41,13 +41,12 @@ def _bn_relu(channels: int) -> nn.Sequential:
 def segment_means(x: torch.Tensor, seg_len: int) -> torch.Tensor:
     """[B, C, T] -> [B, C, T]: each frame replaced by the mean of its `seg_len`-frame segment
     (segments start at frame 0; the last, shorter one is averaged over its real frames)."""
-    t = x.shape[-1]
-    n = -(-t // seg_len)
-    padded = F.pad(x, (0, n * seg_len - t))
-    sums = padded.unflatten(-1, (n, seg_len)).sum(-1)  # [B, C, n]
-    counts = torch.full((n,), float(seg_len), dtype=x.dtype, device=x.device)
-    counts[-1] = t - (n - 1) * seg_len
-    return (sums / counts).repeat_interleave(seg_len, dim=-1)[..., :t]
+    # avg_pool1d's ceil-mode window is clipped to the input, so the last segment is averaged
+    # over its real frames; expanding by an index keeps every shape static in T (the ONNX
+    # export's torch.export traces it for any length; repeat_interleave was data-dependent)
+    means = F.avg_pool1d(x, seg_len, seg_len, ceil_mode=True)  # [B, C, ceil(T / seg_len)]
+    index = torch.div(torch.arange(x.shape[-1], device=x.device), seg_len, rounding_mode="floor")
+    return means.index_select(-1, index)
 
 
 class ResBlock2d(nn.Module):
