@@ -13,14 +13,19 @@ from speakerops.cli.base import Call, _print_json, command
     "prepare: TTS / vocoder / replay attacks on the prepared corpus's speakers -> "
     "spoof.out_dir (attack-disjoint splits, CM protocols, SASV trial lists, hashes); "
     "evaluate: CM EER / min t-DCF on the unseen attacks, SASV-EER / a-DCF of the speaker model "
-    "alone and with the countermeasure -> spoof.eval_dir/spoof_eval.json",
-    actions=("prepare", "evaluate"),
+    "alone and with the countermeasure -> spoof.eval_dir/spoof_eval.json; gate: the pair "
+    "against register.policy's countermeasure gates (and a champion pair), exit 1 refused",
+    actions=("prepare", "evaluate", "gate"),
     options={
+        "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",
+        "champion": "gate: the champion pair's spoof_eval.json (optional: relative gates)",
         "encoder": "the speaker encoder file (default spoof.evaluate.encoder)",
         "cm": "the countermeasure file (default spoof.evaluate.countermeasure)",
     },
 )
 def cmd_spoof(call: Call, cfg: DictConfig) -> int:
+    if call.action == "gate":
+        return _gate(call, cfg)
     if call.action == "evaluate":
         from speakerops.eval.spoof_eval import evaluate_pair
 
@@ -32,3 +37,29 @@ def cmd_spoof(call: Call, cfg: DictConfig) -> int:
 
     _print_json(spoof_prepare(cfg.spoof))
     return 0
+
+
+def _gate(call: Call, cfg: DictConfig) -> int:
+    import json
+    from pathlib import Path
+
+    from speakerops.core.policy import load_policy
+    from speakerops.registry.cm_gate import pair_verdict, report_markdown
+
+    out = Path(cfg.spoof.eval_dir)
+    candidate = Path(call.options.get("candidate", out / "spoof_eval.json"))
+    champion = call.options.get("champion")
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"{candidate}: no spoof_eval.json (run `speakerops spoof evaluate`)"
+        )
+    verdict = pair_verdict(
+        load_policy(cfg.register.policy),
+        json.loads(candidate.read_text()),
+        json.loads(Path(champion).read_text()) if champion else None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pair_gate.md").write_text(report_markdown(verdict))
+    (out / "pair_gate.json").write_text(json.dumps(verdict, indent=2, default=str))
+    print(report_markdown(verdict))
+    return 0 if verdict["passed"] else 1

@@ -35,7 +35,14 @@ from speakerops.core.jsonio import sha256_bytes
 # the field's usual P_target 0.01 with unit costs. registry/policy.yaml states it explicitly.
 DEFAULT_OPERATING_POINT = {"p_target": 0.01, "c_miss": 1.0, "c_fa": 1.0}
 USES = ("value", "high", "low")
-_KNOWN = {"version", "operating_point", "require_champion", "absolute", "relative"}
+_KNOWN = {
+    "version",
+    "operating_point",
+    "require_champion",
+    "absolute",
+    "relative",
+    "countermeasure",
+}
 
 
 def check_prior(p_target: float, c_miss: float, c_fa: float) -> None:
@@ -87,6 +94,9 @@ class Policy:
     absolute: list[AbsoluteGate]
     relative: list[RelativeGate]
     raw: dict = field(default_factory=dict, repr=False)
+    # the speaker model + countermeasure pair (`countermeasure:`; speakerops.registry.cm_gate)
+    cm_absolute: list[AbsoluteGate] = field(default_factory=list)
+    cm_relative: list[RelativeGate] = field(default_factory=list)
 
     @property
     def threshold(self) -> float:
@@ -188,6 +198,11 @@ def load_policy(path: str | Path) -> Policy:
         raise ValueError(f"{path}: unknown policy keys {sorted(unknown)}; known: {sorted(_KNOWN)}")
     absolute = _absolute(raw.get("absolute"), path)
     relative = _relative(raw.get("relative"), path)
+    cm = raw.get("countermeasure") or {}
+    if not isinstance(cm, Mapping) or set(cm) - {"absolute", "relative"}:
+        raise ValueError(f"{path}: `countermeasure:` holds `absolute:` and `relative:` gates")
+    cm_absolute = _absolute(cm["absolute"], path) if cm.get("absolute") else []
+    cm_relative = _relative(cm.get("relative"), path)
     require = raw.get("require_champion", False)
     if not isinstance(require, bool):
         raise ValueError(f"{path}: require_champion must be true or false, got {require!r}")
@@ -199,6 +214,8 @@ def load_policy(path: str | Path) -> Policy:
         absolute=absolute,
         relative=relative,
         raw=dict(raw),
+        cm_absolute=cm_absolute,
+        cm_relative=cm_relative,
     )
 
 

@@ -1,0 +1,80 @@
+"""The pair gate (registry/policy.yaml `countermeasure:`): a candidate speaker model +
+countermeasure refused when its countermeasure is worse on an unseen attack, naming it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from speakerops.cli import main
+from speakerops.core.policy import load_policy
+from speakerops.registry.cm_gate import pair_verdict
+
+from .conftest import REPO
+
+
+def iv(value: float, spread: float = 0.02) -> dict:
+    return {"value": value, "low": value - spread, "high": value + spread}
+
+
+CHAMPION = {
+    "hashes": {"cm_eval": "a", "sasv_trials_eval": "b", "cm_calibration": "c"},
+    "cm": {
+        "eer_unseen": iv(0.12),
+        "min_t_dcf": iv(0.4),
+        "eer_per_attack": {"A03": iv(0.10), "A05": iv(0.15), "A06": iv(0.11)},
+    },
+    "speaker_alone": {
+        "sasv_eer": iv(0.30),
+        "sv_eer": iv(0.05),
+        "spf_eer": iv(0.45),
+        "min_a_dcf": iv(0.8),
+    },
+    "pair": {"sasv_eer": iv(0.10), "sv_eer": iv(0.06), "spf_eer": iv(0.12), "min_a_dcf": iv(0.4)},
+}
+
+
+def test_a_pair_worse_on_an_unseen_attack_is_refused_naming_it(tmp_path: Path) -> None:
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    assert {g.metric for g in policy.cm_absolute} >= {
+        "cm.eer_unseen",
+        "cm.eer_attack",
+        "pair.sasv_eer",
+    }
+    assert pair_verdict(policy, CHAMPION)["passed"]  # the first pair: absolute gates only
+    assert pair_verdict(policy, CHAMPION, CHAMPION)["passed"]
+
+    worse = copy.deepcopy(CHAMPION)
+    worse["cm"]["eer_per_attack"]["A06"] = iv(0.25)  # the replay attack gets through more often
+    verdict = pair_verdict(policy, worse, CHAMPION)
+    assert not verdict["passed"] and verdict["refused"] == ["cm.eer_attack[A06].vs_champion"]
+    row = next(r for r in verdict["checks"] if r["check"] == "cm.eer_attack[A06].vs_champion")
+    assert row["value"] == pytest.approx(0.14) and "A06" in row["reason"]
+
+    useless = copy.deepcopy(CHAMPION)
+    useless["pair"]["sasv_eer"] = iv(0.31)  # the countermeasure does not help the speaker model
+    assert "pair.helps" in pair_verdict(policy, useless)["refused"]
+    missing = copy.deepcopy(CHAMPION)
+    del missing["cm"]["eer_per_attack"]
+    assert "cm.eer_attack.max" in pair_verdict(policy, missing)["refused"]  # fails closed
+    other_lists = copy.deepcopy(CHAMPION) | {"hashes": {"cm_eval": "z"}}
+    assert pair_verdict(policy, other_lists, CHAMPION)["refused"] == ["lists.same"]
+
+    # the command: exit 1, the report names the attack
+    (tmp_path / "cand.json").write_text(json.dumps(worse))
+    (tmp_path / "champ.json").write_text(json.dumps(CHAMPION))
+    argv = ["spoof", "gate", f"candidate={tmp_path / 'cand.json'}", f"champion={tmp_path / 'champ.json'}",
+            f"spoof.eval_dir={tmp_path}", f"register.policy={REPO / 'registry' / 'policy.yaml'}"]  # fmt: skip
+    assert main(argv) == 1
+    report = (tmp_path / "pair_gate.md").read_text()
+    assert report.startswith("# Pair gate: REFUSED (cm.eer_attack[A06].vs_champion)")
+
+
+def test_a_malformed_countermeasure_section_is_refused(tmp_path: Path) -> None:
+    text = (REPO / "registry" / "policy.yaml").read_text() + "  extra: 1\n"
+    (tmp_path / "policy.yaml").write_text(text)
+    with pytest.raises(ValueError, match="`countermeasure:` holds `absolute:` and `relative:`"):
+        load_policy(tmp_path / "policy.yaml")
