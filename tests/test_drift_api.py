@@ -34,7 +34,7 @@ def test_drift_fed_only_through_the_api(tmp_path, monkeypatch, capsys):
     model = encoder.save(tmp_path / "speaker-encoder.safetensors")  # its name: the file's stem
     base = make_cfg(tmp_path)
     # the reference: another same-distribution batch, embedded in process
-    ref = production_batch(tmp_path / "reference-batch", "ref", 4000, 50, None)
+    ref = production_batch(tmp_path / "reference-batch", "ref", 4000, 50, None, workers=1)
     batch, _ = embed_inputs(
         encoder, ref, base.audio.extensions, QualitySettings.from_config(base.quality),
         progress=False,
@@ -68,7 +68,9 @@ def test_drift_fed_only_through_the_api(tmp_path, monkeypatch, capsys):
         "drift.progress=false",
         "drift.report.enabled=false",  # the decision does not need the HTML report
     ]
-    assert run_drift_demo(overrides, retrain=False, via="api", n_speakers=N_SPEAKERS) == 0
+    assert (
+        run_drift_demo(overrides, retrain=False, via="api", n_speakers=N_SPEAKERS, workers=1) == 0
+    )
     out = capsys.readouterr().out
     assert "batch 'same': exit 0 -> no drift" in out and "batch 'shifted': exit 1 -> DRIFT" in out
 

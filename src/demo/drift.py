@@ -39,12 +39,18 @@ API_TENANT = "drift-demo"
 
 
 def production_batch(
-    out_dir: Path, name: str, seed: int, n_speakers: int, degrade: dict | None, utts: int = 3
+    out_dir: Path,
+    name: str,
+    seed: int,
+    n_speakers: int,
+    degrade: dict | None,
+    utts: int = 3,
+    workers: int = 2,
 ) -> Path:
     """Generate a labelled production batch and write its manifest: speaker ids prefixed,
     utterance ids opaque (`prod-<batch>-<n>`: the production log refuses ids that contain a
     raw speaker id)."""
-    df = generate_corpus(out_dir, n_speakers, utts, seed=seed, degrade=degrade, workers=2)
+    df = generate_corpus(out_dir, n_speakers, utts, seed=seed, degrade=degrade, workers=workers)
     df = df.assign(
         path=[str((out_dir / p).resolve()) for p in df["path"]],
         speaker=[f"prod-{name}-{s}" for s in df["speaker"]],
@@ -89,8 +95,15 @@ def send_through_api(cfg, overrides: list[str], manifest: Path, log_dir: Path) -
 
 
 def run_drift_demo(
-    overrides: list[str], retrain: bool = True, via: str = "batch", n_speakers: int = 120
+    overrides: list[str],
+    retrain: bool = True,
+    via: str = "batch",
+    n_speakers: int = 120,
+    workers: int = 2,
 ) -> int:
+    """Both batches through drift monitoring (module docstring); `n_speakers` per batch,
+    generated with `workers` processes. Exit 0 when the same-distribution batch gives no
+    drift and the shifted one drift, else 1 (2: the champion or the service is missing)."""
     if via not in VIAS:
         raise ValueError(f"via={via!r}: expected one of {VIAS}")
     os.environ.setdefault("SPEAKEROPS_PSEUDONYM_KEY", DEMO_KEY)
@@ -99,7 +112,7 @@ def run_drift_demo(
     results = {}
     for k, (name, degrade) in enumerate((("same", None), ("shifted", SHIFTED_CHANNEL))):
         batch_dir = root / name
-        manifest = production_batch(batch_dir, name, 5000 + k, n_speakers, degrade)
+        manifest = production_batch(batch_dir, name, 5000 + k, n_speakers, degrade, workers=workers)
         log_dir = root / "log" / name
         shutil.rmtree(log_dir, ignore_errors=True)  # a rerun replays the batch, not appends it
         try:
