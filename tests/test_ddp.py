@@ -67,6 +67,7 @@ def test_ddp_cpu_two_processes_log_one_run_and_match_one_process(
     ]
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, SPEAKEROPS_CONF=str(REPO / "conf"), PYTHONPATH=path)
+    env["SPEAKEROPS_EXTRA_TARGETS"] = "tests.ddp_probe.SaveRankWeights"  # the operator's own
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     ddp = json.loads((tmp_path / "artifacts/ddp/train.json").read_text())

@@ -12,6 +12,9 @@ the composed config does not have is not checked (an optional group, e.g. `sweep
 without that width); a mandatory value still missing (`???`) is reported where it is used.
 Choices that a stage owns (the model classes, corpora, augmentations) are checked by that stage
 when it builds the object; the rules here hold the project-wide types and ranges.
+
+No arbitrary ``_target_`` from a file: :func:`validate` also refuses every ``_target_`` outside
+the allow-list of :mod:`speakerops.core.targets`, before anything is imported.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+from speakerops.core.targets import target_problems
 
 
 class ConfigError(ValueError):
@@ -327,8 +332,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def validate(cfg: DictConfig, rules: dict[str, Rule] | None = None) -> DictConfig:
-    """`cfg`, or `ConfigError` (one line) naming every key whose value its rule refuses."""
-    found = problems(cfg, rules)
+    """`cfg`, or `ConfigError` (one line) naming every key whose value its rule refuses and
+    every ``_target_`` outside the allow-list."""
+    found = target_problems(cfg) + problems(cfg, rules)
     if found:
         raise ConfigError(
             "; ".join(found)
