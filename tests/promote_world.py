@@ -193,6 +193,45 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+LAX_POLICY = """
+operating_point: {p_target: 0.5}
+require_champion: false
+absolute:
+  eer: {max: 0.45}
+relative:
+  eer: {margin: 0.5}
+"""
+
+
+def two_model_world(
+    root: Path, extra: dict[str, str] | None = None, n_speakers: int = 40, utts: int = 3
+) -> tuple[Path, dict[str, dict]]:
+    """Speakers prepared, two LDA-fitted encoders registered as v1 and v2 under
+    :data:`LAX_POLICY` (both pass it); returns the composed params.yaml and registered.json's."""
+    import torch
+
+    from speakerops.data.manifest import read_manifest
+    from speakerops.data.prepare import prepare
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (root / "policy.yaml").write_text(LAX_POLICY)
+        corpus = write_corpus(root / "corpus", n_speakers, utts)
+        cfg = make_cfg(root, root / "prepared", corpus, **(extra or {}))
+        prepare(cfg.data, progress=False)
+        manifest = read_manifest(root / "prepared" / "manifest.csv")
+        reg = {
+            f"v{i + 1}": register_model(cfg, lda_encoder(manifest, seed=i), f"v{i + 1}")
+            for i in range(2)
+        }
+    finally:
+        torch.set_num_threads(threads)
+    params = root / "params.yaml"
+    OmegaConf.save(cfg, params, resolve=True)
+    return params, reg
+
+
 def write_policy(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -16,46 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from .promote_world import lda_encoder, make_cfg, register_model, write_corpus
+from .promote_world import two_model_world as _world
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-POLICY = """
-operating_point: {p_target: 0.5}
-require_champion: false
-absolute:
-  eer: {max: 0.45}
-relative:
-  eer: {margin: 0.5}
-"""
-
-
-def _world(root: Path, extra: dict[str, str] | None = None) -> tuple[Path, dict[str, dict]]:
-    """40 speakers, two LDA-fitted encoders registered as v1 and v2; the composed params."""
-    import torch
-
-    from speakerops.data.manifest import read_manifest
-    from speakerops.data.prepare import prepare
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        (root / "policy.yaml").write_text(POLICY)
-        corpus = write_corpus(root / "corpus", 40, 3)
-        cfg = make_cfg(root, root / "prepared", corpus, **(extra or {}))
-        prepare(cfg.data, progress=False)
-        manifest = read_manifest(root / "prepared" / "manifest.csv")
-        reg = {
-            f"v{i + 1}": register_model(cfg, lda_encoder(manifest, seed=i), f"v{i + 1}")
-            for i in range(2)
-        }
-    finally:
-        torch.set_num_threads(threads)
-    params = root / "params.yaml"
-    OmegaConf.save(cfg, params, resolve=True)
-    return params, reg
 
 
 def _promote_both_at_once(root: Path, params: Path, env: dict[str, str]) -> list[dict]:

@@ -87,6 +87,18 @@ def read_audit_log(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def find_record(path: str | Path, key: str, value: Any) -> dict[str, Any] | None:
+    """The last record whose ``key`` is ``value``, with its ``head`` (anchor value), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    for line in reversed([ln for ln in path.read_text().splitlines() if ln.strip()]):
+        rec = json.loads(line)
+        if rec.get(key) == value:
+            return {**rec, "head": f"{rec['seq']}:{_line_sha(line)}"}
+    return None
+
+
 def _mac(keyring: Keyring, rec: dict[str, Any]) -> str:
     body = {k: v for k, v in rec.items() if k != "mac"}
     return keyring.mac(AUDIT_PURPOSE, json.dumps(body, sort_keys=True, default=str).encode())

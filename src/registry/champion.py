@@ -2,7 +2,8 @@
 tags and artifacts on the candidate version, and the audit record; and rollback.
 
 The decision itself is :mod:`speakerops.registry.verdict` (pure); this module only acts on
-it, through an ``MlflowClient``. Rollback moves ``champion`` back to the version that was
+it, through an ``MlflowClient``, each decision's side effects as one journaled transaction
+(:mod:`speakerops.registry.journal`: a run killed midway is finished or undone by the next). Rollback moves ``champion`` back to the version that was
 champion before the current one (the registered model's ``champion_history`` tag), with an
 audit record.
 """
@@ -23,10 +24,9 @@ from speakerops.core.mlflow import ensure_experiment
 from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
 from speakerops.core.uris import registered_model_uri, run_artifact_uri
-from speakerops.registry import audit
+from speakerops.registry import audit, journal
+from speakerops.registry.journal import HISTORY_TAG
 from speakerops.registry.lock import promotion_lock
-
-HISTORY_TAG = "champion_history"
 
 
 def client_for(cfg: DictConfig) -> MlflowClient:
@@ -68,24 +68,31 @@ def champion_history(client, name: str) -> list[str]:
 
 
 def record_promotion(
-    cfg: DictConfig, client: MlflowClient, verdict: dict, cand, champ, out: Path, context: dict
+    cfg: DictConfig,
+    client: MlflowClient,
+    verdict: dict,
+    cand,
+    champ,
+    out: Path,
+    context: dict,
+    model_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """MLflow artifacts + tags, alias move on pass, champion history, audit record."""
+    """MLflow artifacts + tags, alias move on pass, champion history, audit record: one
+    journaled transaction (:mod:`speakerops.registry.journal`)."""
     name, version = cand.name, str(cand.version)
     passed = verdict["passed"]
     before = str(champ.version) if champ is not None else None
     stamp = context["timestamp"].replace(":", "").replace("-", "")
     artifact_path = f"promotion/{stamp}-v{version}"
-    if cand.run_id:
-        client.log_artifacts(cand.run_id, str(out), artifact_path)
+    rm = client.get_registered_model(name)
+    history_raw = (rm.tags or {}).get(HISTORY_TAG)
+    history = None
     if passed:
-        client.set_registered_model_alias(name, CHAMPION, version)
         history = champion_history(client, name)
         if before is not None and (not history or history[-1] != before):
             history.append(before)
         if not history or history[-1] != version:
             history.append(version)
-        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     reasons = verdict["reasons"]
     # the latest attempt (every attempt is also an `audit.<n>` tag and a line of the log)
     tags = {
@@ -100,8 +107,6 @@ def record_promotion(
     }
     if passed:
         tags["promotion.promoted_at"] = context["timestamp"]
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v)
     record = {
         "timestamp": context["timestamp"],
         "user": context["user"],
@@ -119,7 +124,27 @@ def record_promotion(
         "mlflow_artifacts": run_artifact_uri(cand.run_id, artifact_path) if cand.run_id else None,
         "ci": {k: v for k, v in context.items() if k not in ("timestamp", "user")} or None,
     }
-    return audit.record(cfg, client, record, model_name=name, versions=[version])
+    model_tags = dict(model_tags or {})
+    txn = journal.Transaction(
+        action=verdict["action"],
+        model_name=name,
+        record=record,
+        record_versions=[version],
+        alias_before=before,
+        alias_after=version if passed else None,
+        history_before=history_raw,
+        history_after=history,
+        model_tags=model_tags,
+        model_tags_before={k: (rm.tags or {}).get(k) for k in model_tags},
+        version_tags={version: tags},
+        version_tags_before={version: {k: cand.tags.get(k) for k in tags}},
+        artifacts=(
+            {"run_id": cand.run_id, "local_dir": str(out), "artifact_path": artifact_path}
+            if cand.run_id
+            else None
+        ),
+    )
+    return journal.apply(cfg, client, txn)
 
 
 def record_error(
@@ -157,6 +182,7 @@ def _rollback_locked(
 ) -> dict[str, Any]:
     client = client_for(cfg)
     audit.verify_store(cfg, client)
+    journal.recover(cfg, client, name)
     champ = current_champion(client, name)
     if champ is None:
         raise ValueError(f"registered model {name}: no champion to roll back from")
@@ -189,23 +215,29 @@ def _rollback_locked(
         else:
             history.append(target)
     model_version(client, name, target, None)  # exists
-    client.set_registered_model_alias(name, CHAMPION, target)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    record = audit.record(
-        cfg,
-        client,
-        {
-            "action": "rollback",
-            "model_name": name,
-            "candidate_version": target,
-            "champion_before": current,
-            "champion_after": target,
-            "verdict": "rolled back",
-            "reasons": [reason or f"rollback from v{current} to v{target}"],
-            "ci": audit.ci_context() or None,
-        },
+    record = {
+        "timestamp": audit.utc_now(),
+        "action": "rollback",
+        "model_name": name,
+        "candidate_version": target,
+        "champion_before": current,
+        "champion_after": target,
+        "verdict": "rolled back",
+        "reasons": [reason or f"rollback from v{current} to v{target}"],
+        "ci": audit.ci_context() or None,
+    }
+    old_tags = model_version(client, name, current, None).tags
+    key = "promotion.rolled_back"
+    txn = journal.Transaction(
+        action="rollback",
         model_name=name,
-        versions=[current, target],
+        record=record,
+        record_versions=[current, target],
+        alias_before=current,
+        alias_after=target,
+        history_before=client.get_registered_model(name).tags.get(HISTORY_TAG),
+        history_after=history,
+        version_tags={current: {key: record["timestamp"]}},
+        version_tags_before={current: {key: old_tags.get(key)}},
     )
-    client.set_model_version_tag(name, current, "promotion.rolled_back", record["timestamp"])
-    return record
+    return journal.apply(cfg, client, txn)

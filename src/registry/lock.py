@@ -39,9 +39,14 @@ def advisory_key(model_name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _file_lock_path(registry_dir: str | Path, model_name: str) -> Path:
+def state_path(registry_dir: str | Path, model_name: str, suffix: str) -> Path:
+    """``<registry_dir>/locks/<model>.<suffix>``: the lock file and the promotion journal."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
-    return Path(registry_dir) / "locks" / f"{safe}.promote.lock"
+    return Path(registry_dir) / "locks" / f"{safe}.{suffix}"
+
+
+def _file_lock_path(registry_dir: str | Path, model_name: str) -> Path:
+    return state_path(registry_dir, model_name, "promote.lock")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import Policy, load_policy
-from speakerops.registry import audit
+from speakerops.registry import audit, journal
 from speakerops.registry.champion import client_for
 from speakerops.registry.lock import promotion_lock
 
@@ -32,21 +32,22 @@ def committed_policy(client, model_name: str) -> str | None:
     return (client.get_registered_model(model_name).tags or {}).get(COMMITTED_TAG)
 
 
+def commit_tags(policy: Policy) -> dict[str, str]:
+    """The registered-model tags that make ``policy`` the committed one."""
+    return {COMMITTED_TAG: policy.sha256, COMMITTED_PATH_TAG: str(policy.path)}
+
+
 def commit(client, model_name: str, policy: Policy) -> None:
-    client.set_registered_model_tag(model_name, COMMITTED_TAG, policy.sha256)
-    client.set_registered_model_tag(model_name, COMMITTED_PATH_TAG, str(policy.path))
+    for key, value in commit_tags(policy).items():
+        client.set_registered_model_tag(model_name, key, value)
 
 
-def check_policy(
-    client, model_name: str, policy: Policy, override: str | None, *, dry_run: bool = False
-) -> dict[str, Any]:
+def check_policy(client, model_name: str, policy: Policy, override: str | None) -> dict[str, Any]:
     """How `policy` stands against the committed one: ``{"committed": sha, ...}`` with
-    ``first_use`` (committed now) or ``override`` (the reason); raises
-    :class:`PolicyNotCommitted` otherwise."""
+    ``first_use`` (the promotion's transaction commits it: :func:`commit_tags`) or ``override``
+    (the reason); raises :class:`PolicyNotCommitted` otherwise."""
     committed = committed_policy(client, model_name)
     if committed is None:
-        if not dry_run:
-            commit(client, model_name, policy)
         return {"committed": policy.sha256, "first_use": True}
     if committed == policy.sha256:
         return {"committed": committed}
@@ -68,6 +69,7 @@ def commit_policy(cfg: Any, reason: str, model_name: str | None = None) -> dict[
     with promotion_lock(cfg, name, tracking_uri(cfg.paths.registry_dir)):
         client = client_for(cfg)
         audit.verify_store(cfg, client)
+        journal.recover(cfg, client, name)  # an interrupted promotion is finished or undone
         before = committed_policy(client, name)
         commit(client, name, policy)
         return audit.record(

@@ -19,7 +19,9 @@ Promotion of ``models:/<name>/<version>``:
 5. Unless ``dry_run``: the files go to MLflow on the candidate version's run
    (`promotion/<timestamp>/`), the version gets tags (`promotion.*`, `audit.<n>`), alias
    ``champion`` moves to the candidate only on pass, and one audit record is appended to the
-   append-only log (:func:`speakerops.registry.champion.record_promotion`).
+   append-only log (:func:`speakerops.registry.champion.record_promotion`): one journaled
+   transaction (:mod:`speakerops.registry.journal`); an interrupted one is finished or undone
+   by the next promote, gate or rollback before anything else.
 
 Exit codes: :data:`EXIT_PASS` 0, :data:`EXIT_REFUSED` 1 (a gate or precondition refused),
 :data:`EXIT_ERROR` 2 (the promotion could not be evaluated: bad URI, missing files, …).
@@ -46,7 +48,7 @@ from speakerops.eval.evaluate import embed_split
 from speakerops.eval.plots import bias_plot, calibration_plot, det_plot
 from speakerops.eval.scoring import Scorer, system_scores
 from speakerops.eval.trials import load_trial_set
-from speakerops.registry import audit
+from speakerops.registry import audit, journal
 from speakerops.registry.champion import (
     client_for,
     current_champion,
@@ -54,7 +56,7 @@ from speakerops.registry.champion import (
     record_promotion,
 )
 from speakerops.registry.lock import promotion_lock
-from speakerops.registry.policy_pin import check_policy
+from speakerops.registry.policy_pin import check_policy, commit_tags
 from speakerops.registry.package import load_encoder
 from speakerops.registry.report import write_report
 from speakerops.registry.verdict import (
@@ -178,11 +180,14 @@ def _promote_locked(
     settings = _settings(cfg, policy)
     client = client_for(cfg)
     audit.verify_store(cfg, client)  # a log that does not prove itself stops everything
+    journal.recover(cfg, client, name)  # an interrupted promotion is finished or undone first
     store = tracking_uri(cfg.paths.registry_dir)
     cand = model_version(client, name, version, alias)
     version = str(cand.version)
     champ = current_champion(client, name)
-    pin = check_policy(client, name, policy, cfg.register.get("policy_override"), dry_run=dry_run)
+    journal.fault_point("champion-read")
+    # the first promotion commits its policy, as part of the promotion's transaction
+    pin = check_policy(client, name, policy, cfg.register.get("policy_override"))
     out = _prepare_out_dir(_out_dir(cfg, name, version, out_dir))
 
     prepared = Path(cfg.data.prepared_dir)
@@ -259,9 +264,11 @@ def _promote_locked(
         **audit.ci_context(),
     }
     write_report(verdict, out / "report.md", context)
+    journal.fault_point("verdict")
     record = None
     if not dry_run:
-        record = record_promotion(cfg, client, verdict, cand, champ, out, context)
+        commit = commit_tags(policy) if pin.get("first_use") else {}
+        record = record_promotion(cfg, client, verdict, cand, champ, out, context, commit)
     return PromotionResult(verdict, out, EXIT_PASS if v.passed else EXIT_REFUSED, record)
 
 
