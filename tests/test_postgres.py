@@ -9,34 +9,22 @@ from pathlib import Path
 import pytest
 
 from .conftest import MICRO_CORPUS, REPO
+from .sweep_preset import search_preset
 
 pytestmark = pytest.mark.slow
 
-PG_SEARCH = """\
-# @package _global_
-defaults:
-  - override /augment: none
-trainer:
-  max_epochs: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-sweep:
-  study_name: pg
-  storage: null
-  metric: val_eer
-  direction: minimize
-  n_trials: 2
-  n_jobs: 2
-  timeout: null
-  out_dir: ${paths.artifacts_dir}/sweeps/${sweep.study_name}
-  sampler: {type: tpe, seed: 0, tpe: {n_startup_trials: 10}}
-  pruner: {type: median, median: {n_startup_trials: 1, n_warmup_steps: 0}}
+PG_SEARCH = search_preset(
+    "pg",
+    max_epochs=1,
+    n_trials=2,
+    space="""\
   params:
     optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
   enqueue:
     - {optim.lr: 0.002}
     - {optim.lr: 0.004}
-"""
+""",
+)
 
 
 def sqlalchemy_url(url: str) -> str:

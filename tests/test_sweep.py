@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import MICRO_CORPUS, REPO
+from .sweep_preset import search_preset
 
 MICRO = [
     *MICRO_CORPUS,
@@ -22,25 +23,11 @@ MICRO = [
 # third, starts only after a worker has completed its first trial, so the median pruner
 # (n_startup_trials=1) has a completed trial to compare with and prunes the NaN it reports.
 # The fourth trial is drawn by TPE (random start-up, seeded per worker).
-MICRO_SEARCH = """\
-# @package _global_
-defaults:
-  - override /augment: none
-trainer:
-  max_epochs: 3
-  enable_progress_bar: false
-  enable_model_summary: false
-sweep:
-  study_name: micro
-  storage: null
-  metric: val_eer
-  direction: minimize
-  n_trials: 4
-  n_jobs: 2
-  timeout: null
-  out_dir: ${paths.artifacts_dir}/sweeps/${sweep.study_name}
-  sampler: {type: tpe, seed: 0, tpe: {n_startup_trials: 10}}
-  pruner: {type: median, median: {n_startup_trials: 1, n_warmup_steps: 0}}
+MICRO_SEARCH = search_preset(
+    "micro",
+    max_epochs=3,
+    n_trials=4,
+    space="""\
   params:
     optim.lr: {type: float, low: 1.0e-4, high: 1.0e3, log: true}
     model.channels: {type: categorical, choices: [16, 24]}
@@ -48,7 +35,8 @@ sweep:
     - {optim.lr: 0.002, model.channels: 16}
     - {optim.lr: 0.01, model.channels: 24}
     - {optim.lr: 1000.0, model.channels: 16}
-"""
+""",
+)
 
 
 @pytest.fixture(scope="module")
