@@ -47,7 +47,7 @@ def metrics(emb: dict[str, np.ndarray], trials, speakers) -> dict[str, float]:
         scores, labels, speakers, {"eer": verification_metric_fns()["eer"]}, n_boot=1000, seed=0
     )["eer"]
     return {
-        "eer_pct": round(100 * eer.value, 2),
+        "eer_pct": round(100 * eer.point, 2),
         "eer_ci95_pct": [round(100 * eer.low, 2), round(100 * eer.high, 2)],
         "min_dcf_0.01": round(float(min_dcf(scores, labels, 0.01)), 3),
     }

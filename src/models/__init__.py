@@ -1,12 +1,16 @@
 """speakerops.models: front end, backbones (the zoo), the encoder and its file format.
 
 Modules
-    features.py      the log Mel fbank front end (`FeatureConfig`, `Fbank`)
+    features.py      the front ends (`FeatureConfig`, `Fbank`): log Mel fbank, GE2E's mel power
+                     spectrogram, SpeechBrain's Fbank
+    windowing.py     windowed inference (a model config's `window:`): mean of window embeddings
     zoo.py           the registry of backbone classes: `@register_backbone`, `build_backbone`
-    ecapa.py, campplus.py, edge.py, resnet.py, tdnn.py   the backbones
+    ecapa.py, campplus.py, edge.py, resnet.py, tdnn.py   the backbones; ge2e.py (resemblyzer's
+                     GE2E) and ecapa_sb.py (SpeechBrain's ECAPA-TDNN) for imported encoders
     losses.py        the AAM-softmax training head
     encoder.py       `SpeakerEncoder`: fbank + backbone + `extras`; refuses non-finite output
     encoder_file.py  the file format: safetensors weights + JSON metadata, sha256-checked
+    importers/       `speakerops models import`: resemblyzer's GE2E, SpeechBrain ECAPA folders
     legacy.py        the only torch-pickle reader (`weights_only=True`): Lightning checkpoints
                      and `speakerops models convert` for old `encoder.pt` files
 
