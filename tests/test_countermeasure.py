@@ -65,7 +65,7 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     over = [*spoof_overrides(micro_manifest), "spoof.workers=1", *SMALL, "task=countermeasure",
-            "trainer.max_epochs=2"]  # fmt: skip
+            "trainer.max_epochs=2", "train.out_dir=speaker_out"]  # fmt: skip
     spoof_prepare(compose(over).spoof)
     assert main(["train", *over]) == 0
     out = tmp_path / "artifacts" / "countermeasure"
@@ -90,7 +90,8 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     assert main(["train", *over, "trainer.max_epochs=3"]) == 0
     again = json.loads((out / "train.json").read_text())
     assert again["run_id"] == summary["run_id"] and again["epochs"] == 3
-    assert not (tmp_path / "artifacts" / "train").exists()
+    assert not (tmp_path / "artifacts" / "train").exists()  # nor the speaker model's train.out_dir:
+    assert not (tmp_path / "speaker_out").exists()  # an experiment's setting there is left alone
 
     # `spoof evaluate`: this CM beside a (tiny, untrained) speaker encoder on the unseen attacks
     enc_cfg = compose(["model.channels=8", "model.attention_channels=4"])

@@ -11,7 +11,8 @@ best-by-`val_eer` and `last.ckpt`, throughput), MLflow logger (`conf/logger/`), 
 * model: :class:`speakerops.models.countermeasure.Countermeasure` (`countermeasure.model`,
   `countermeasure.features`), loss: binary cross-entropy on the bona fide logit, the bona fide
   class weighted by n_spoof / n_bonafide (balanced);
-* outputs in `train.out_dir` (`task=countermeasure` points it at `<artifacts>/countermeasure`):
+* outputs in `countermeasure.out_dir` (`<artifacts>/countermeasure`; the run's `train.out_dir`,
+  so the checkpoint callback writes there too, whatever an experiment set for the speaker model):
   `countermeasure.safetensors` + sha256 sidecar, `checkpoints/`, `train.json`.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
@@ -182,6 +183,9 @@ def train_countermeasure(
     tags: dict[str, str] | None = None,
 ) -> dict:
     """Fit the configured countermeasure; returns the summary written to `train.json`."""
+    cfg = cfg.copy()
+    with open_dict(cfg):  # its own folder, whatever an experiment set for the speaker model
+        cfg.train.out_dir = cfg.countermeasure.out_dir
     cm_cfg = cfg.countermeasure
     model_cfg = OmegaConf.to_container(cm_cfg.model, resolve=True)
     features = OmegaConf.to_container(cm_cfg.features, resolve=True)
