@@ -19,6 +19,7 @@ import torch
 
 from speakerops import cli
 from speakerops.core.config import compose
+from speakerops.core.keys import open_keyring
 from speakerops.data.audio import load_audio
 from speakerops.data.listing import FileListing
 from speakerops.data.prepare import prepare
@@ -30,7 +31,7 @@ from speakerops.data.quality import (
 )
 from speakerops.data.resample import resample
 from speakerops.data.vad import detect_speech
-from speakerops.eval.embed import quarantine_path
+from speakerops.eval.embed import quarantine_path, read_embeddings
 from speakerops.eval.scoring import ScoreNormalization, Scorer, verify_audio
 from speakerops.models.ecapa import ECAPATDNN
 from speakerops.models.encoder import SpeakerEncoder
@@ -206,7 +207,8 @@ def test_embed_refuses_short_and_clipped_files_and_the_batch_goes_on(
     )
     err = capsys.readouterr().err
     assert rc == 0, err
-    df = pd.read_parquet(out)
+    df = read_embeddings(out.with_name(out.name + ".enc"), open_keyring(tmp_path))
+    assert not out.exists()  # written encrypted (embed.plaintext=false)
     assert sorted(df.utt_id) == ["good.wav", "good8k.flac"]
     assert np.all(np.isfinite(np.stack(df.embedding.to_list())))
     q = pd.read_csv(quarantine_path(out))
@@ -215,7 +217,6 @@ def test_embed_refuses_short_and_clipped_files_and_the_batch_goes_on(
         assert "too little speech" in reasons[f"short{s}.wav"], reasons
     assert "clipped" in reasons["clipped.wav"] and "a directory" in reasons["x.wav"]
     assert len(q) == 5 and "5 file(s) could not be embedded" in err
-    from speakerops.core.keys import open_keyring
     from speakerops.drift.log import read_production_log
 
     log = read_production_log(tmp_path / "log", keyring=open_keyring(tmp_path))
@@ -241,6 +242,7 @@ def test_embed_quality_overrides_apply(speech, tmp_path: Path, monkeypatch, caps
                 f"input={folder}",
                 f"output={out}",
                 "quality.min_speech_s=0.2",
+                "embed.plaintext=true",
             ]
         )
         == 0

@@ -219,7 +219,11 @@ def speech_like(index: int, rate: int, seconds: float = 3.0) -> np.ndarray:
 
 def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -> None:
     """Rates 8-44.1 kHz embed; a corrupt file and FSDD's spoken digits (0.3-0.6 s, under the
-    1 s net-speech floor) are quarantined with their reasons; the rest is written."""
+    1 s net-speech floor) are quarantined with their reasons; the rest is written, encrypted
+    unless `embed.plaintext=true` asks for a plain file (with a warning)."""
+    from speakerops.core.keys import open_keyring
+    from speakerops.eval.embed import read_embeddings
+
     folder = tmp_path / "incoming"
     write_wav(folder / "a16k.wav", speech_like(0, 16000))
     write_wav(folder / "sub" / "b8k.flac", speech_like(1, 8000), 8000)
@@ -247,22 +251,26 @@ def test_embed_mixed_folder_with_a_corrupt_file(project: Path, tmp_path: Path) -
     reasons = dict(zip(quarantine.path.map(lambda p: Path(p).name), quarantine.reason, strict=True))
     assert "unreadable" in reasons["broken.wav"] and len(reasons) == n_bad
     assert all("too little speech" in reasons[d] for d in digits)
-    df = pd.read_parquet(out)
+    encrypted = tmp_path / "emb.parquet.enc"
+    assert not out.exists() and f"to {encrypted}" in proc.stdout and "encrypted" in proc.stdout
+    df = read_embeddings(encrypted, open_keyring(project / "registry"))
     expected = {"a16k.wav", "sub/b8k.flac", "c44k.wav"}
     assert set(df.utt_id) == expected
     emb = np.stack(df.embedding.to_list())
     assert emb.shape == (len(expected), 192) and np.all(np.isfinite(emb))
     npz = tmp_path / "emb.npz"
-    run(
+    proc = run(
         [
             "speakerops",
             "embed",
             f"model={project / 'artifacts/register/encoder.safetensors'}",
             f"input={folder}",
             f"output={npz}",
+            "embed.plaintext=true",
         ],
         project,
     )
+    assert "warning: embed.plaintext=true" in proc.stderr and "unencrypted" in proc.stderr
     with np.load(npz) as z:
         np.testing.assert_allclose(np.sort(z["embedding"].sum(1)), np.sort(emb.sum(1)), atol=1e-4)
 
@@ -350,3 +358,98 @@ def test_real_data_librispeech_test_other_eer(project: Path) -> None:
     # this guards reading, trials and scoring, not the synthetic training's transfer)
     assert res["n_trials"] == 847 and res["n_quarantined"] == 0, res
     assert res["eer"] < 0.25 and res["min_dcf_0.01"] < 0.8, res
+
+
+def _files_under(*roots: Path) -> list[Path]:
+    return [p for r in roots if r.exists() for p in sorted(r.rglob("*")) if p.is_file()]
+
+
+def _leaks(path: Path, speaker_re, row_bytes: list[bytes]) -> list[str]:
+    """What `path` holds in the clear: raw speaker ids (as text; parquet cells as well, in case
+    compression hid them) or the float32 bytes of a known embedding row."""
+    data = path.read_bytes()
+    found = [f"speaker id {m.group().decode()!r}" for m in [speaker_re.search(data)] if m]
+    found += [f"embedding row bytes at {data.find(b)}" for b in row_bytes if b in data][:1]
+    if path.suffix == ".parquet":
+        cells = pd.read_parquet(path).astype(str).to_numpy().ravel()
+        found += [f"parquet cell {c[:40]!r}" for c in cells if speaker_re.search(c.encode())][:1]
+    return found
+
+
+def test_no_raw_speaker_id_or_plaintext_embedding_at_rest(project: Path, tmp_path: Path) -> None:
+    """Issue #10 (biometric data at rest): after prepare .. promote (the fixture's `dvc repro`),
+    production traffic through `embed` into the log and a `drift` run, no file of the registry
+    store, artifacts/, the production log, the drift outputs or the tickets holds a raw speaker
+    id of the corpus or the float32 bytes of an embedding the system computed (eval
+    embeddings, the AS-norm cohort, the production log's rows)."""
+    import re
+
+    from speakerops.core.keys import open_keyring
+    from speakerops.drift.log import embedding_columns, read_production_log
+    from speakerops.eval.scoring import Scorer
+    from speakerops.eval.sealed import load_eval_embeddings
+    from speakerops.registry.package import load_encoder
+
+    manifest = pd.read_csv(project / "data/prepared/manifest.csv", dtype={"speaker": str})
+    speakers = sorted(set(manifest["speaker"]))
+    speaker_re = re.compile(b"|".join(re.escape(s.encode()) for s in speakers))
+    traffic = manifest[manifest["split"] != "train"].groupby("speaker").head(2)
+    labelled = tmp_path / "traffic.csv"
+    traffic.assign(utt_id=[f"req-{i:04d}" for i in range(len(traffic))])[
+        ["utt_id", "path", "speaker"]
+    ].to_csv(labelled, index=False)  # request ids: the log refuses ids that name a speaker
+    log_dir = project / "data/production_log"
+    out = tmp_path / "out" / "traffic.parquet"
+    run(
+        [
+            "speakerops",
+            "embed",
+            "model=models:/speaker-encoder@champion",
+            f"input={labelled}",
+            f"output={out}",
+            f"log_dir={log_dir}",
+        ],
+        project,
+    )
+    drift = run(
+        [
+            "speakerops",
+            "drift",
+            "drift.window.min_rows=50",
+            "drift.embedding.min_rows=20",
+            "drift.report.max_rows=60",
+            "drift.progress=false",
+        ],
+        project,
+        check=False,
+    )
+    assert drift.returncode in (0, 1), drift.stdout[-2000:] + drift.stderr[-3000:]
+    assert (project / "outputs/drift").is_dir()
+
+    ring = open_keyring(project / "registry")
+    uri = f"sqlite:///{project / 'registry' / 'mlflow.db'}"
+    encoder = load_encoder("models:/speaker-encoder@champion", tracking_uri=uri)
+    cohort = Scorer.from_encoder(encoder, keyring=ring).normalization.cohort
+    _, eval_emb = load_eval_embeddings(project / "artifacts/eval", keyring=ring)
+    log = read_production_log(log_dir, keyring=ring)
+    logged = log[embedding_columns(log)].to_numpy(np.float32)
+    assert len(logged) >= 50 and len(cohort) >= 2 and len(eval_emb) >= 50
+    rows = [cohort[:3], eval_emb[:: max(1, len(eval_emb) // 5)], logged[:3]]
+    # a row's first 8 float32 values: 32 bytes that occur nowhere by chance
+    row_bytes = [np.ascontiguousarray(r[:8], np.float32).tobytes() for m in rows for r in m]
+
+    walked = _files_under(
+        project / "registry",
+        project / "artifacts",
+        log_dir,
+        project / "outputs",
+        project / "tickets",
+    ) + [out.with_name(out.name + ".enc")]  # embed's output (its quarantine list names inputs)
+    names = {p.name for p in walked}
+    # the store and every artifact kind the acceptance names are there to be searched
+    for name in ("mlflow.db", "encoder.safetensors", "embeddings.enc", "report.md"):
+        assert name in names, (name, sorted(names)[:40])
+    assert any(p.suffix == ".html" for p in walked), "no drift report was written"
+    assert any(log_dir in p.parents for p in walked), "no production log was written"
+    leaks = {str(p): found for p in walked if (found := _leaks(p, speaker_re, row_bytes))}
+    assert not leaks, leaks

@@ -168,6 +168,7 @@ def failed(verdict: dict) -> set[str]:
 def test_evaluate_stage_outputs_and_packaged_scoring(world) -> None:
     """The evaluate stage wrote its figures; the registered package carries the AS-norm
     cohort, the calibration and the operating point, and reproduces the stage's LLRs."""
+    from speakerops.core.keys import open_keyring
     from speakerops.eval.evaluate import embed_split
     from speakerops.eval.scoring import Scorer, system_scores
     from speakerops.eval.trials import load_trial_set
@@ -206,10 +207,11 @@ def test_evaluate_stage_outputs_and_packaged_scoring(world) -> None:
     scoring = enc.extras["scoring"]
     n_train = world["manifest"].query("split == 'train'").speaker.nunique()
     assert scoring["method"] == "asnorm" and scoring["top_n"] == 20
-    assert scoring["cohort"].shape == (n_train, enc.embedding_dim)
+    assert scoring["cohort_size"] == n_train and "cohort" not in scoring  # encrypted
     assert enc.extras["calibration"]["kind"] == "linear"
     assert enc.extras["operating_point"]["llr_threshold"] == pytest.approx(0.0)  # boot policy P=0.5
-    scorer = Scorer.from_encoder(enc)
+    scorer = Scorer.from_encoder(enc, open_keyring(root / "registry"))
+    assert scorer.normalization.cohort.shape == (n_train, enc.embedding_dim)
     trials = load_trial_set(root / "prepared", "eval", world["manifest"])
     batch = embed_split(enc, world["manifest"], trials.utterances, "test", False)
     _, llr = system_scores(scorer, batch.as_dict(), trials)
@@ -221,7 +223,9 @@ def test_evaluate_stage_outputs_and_packaged_scoring(world) -> None:
 
 
 def test_quality_calibration_switch(world) -> None:
+    from speakerops.core.keys import open_keyring
     from speakerops.eval.evaluate import evaluate
+    from speakerops.eval.sealed import load_eval_embeddings, pseudonymise_ids
 
     root = world["root"]
     cfg = OmegaConf.merge(
@@ -249,8 +253,8 @@ def test_quality_calibration_switch(world) -> None:
     out, prepared = root / "artifacts" / "v2q", cfg.data.prepared_dir
     # the calibration is fitted on the calibration split's cosine scores and the log of the
     # shorter side's duration: refitting it from the stage's saved embeddings gives a, b, c
-    with np.load(out / "embeddings.npz") as z:
-        emb = dict(zip(z["utt_id"].tolist(), z["embedding"], strict=True))
+    ring = open_keyring(root / "registry")
+    emb = dict(zip(*load_eval_embeddings(out, keyring=ring), strict=True))
     cal_t = load_trial_set(prepared, "calibration").table
     refit = QualityCalibration(p_eff=cal["p_eff"]).fit(
         cosine_scores(emb, cal_t),
@@ -262,7 +266,9 @@ def test_quality_calibration_switch(world) -> None:
     # the eval LLRs apply it trial by trial, durations included (the quality term moves them)
     scores = pd.read_csv(out / "scores_eval.csv")
     ev_t = load_trial_set(prepared, "eval").table
-    assert scores["enroll"].tolist() == ev_t["enroll"].tolist()
+    # the trial utterances as keyed pseudonyms, in the trial list's order
+    key = ring.pseudonym_key()
+    assert scores["enroll"].tolist() == pseudonymise_ids(ev_t[["enroll"]], key)["enroll"].tolist()
     q = log_min_duration(ev_t["enroll_duration"], ev_t["duration"])
     np.testing.assert_allclose(
         scores["llr"], cal["a"] * scores["score"] + cal["b"] + cal["c"] * q, rtol=0, atol=1e-6

@@ -89,7 +89,7 @@ def test_walkthrough_enroll_verify_identify_against_the_real_server(server, caps
         assert r["utterances"] == 2 and r["model_version"] == "local"
 
     # the evaluation's side: whole-file embeddings, the packaged scorer, the same θ
-    scorer = Scorer.from_encoder(encoder)
+    scorer = Scorer.from_encoder(encoder, app.state.service.keyring)
     theta = app.state.service.threshold
     assert theta == pytest.approx(0.0)
     emb = {p: encoder.embed(load_audio(p, SR)[0], SR) for s in names for p in spk[s]}

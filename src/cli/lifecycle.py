@@ -151,11 +151,12 @@ def cmd_rollback(call: Call, cfg: DictConfig) -> int:
     "embed",
     "embed audio: model=<models:/name@alias|path> input=<folder|manifest.csv> "
     "output=<file.parquet|.npz> [log_dir=<production log>] [channel=<name>] [quality.<key>=...]; "
+    "the embeddings are written encrypted to <output>.enc (embed.plaintext=true: the plain file); "
     "files skipped or refused by the input checks go to <output>.quarantine.csv",
     options={
         "model": "a registry URI (resolved in paths.registry_dir) or a local encoder",
         "input": "a folder of audio or a manifest .csv",
-        "output": "embeddings file, .parquet or .npz",
+        "output": "embeddings file, .parquet or .npz (written as <output>.enc, encrypted)",
         "log_dir": "append the batch to this production log",
         "channel": "channel label for the production log",
     },
@@ -171,6 +172,18 @@ def cmd_embed(call: Call, cfg: DictConfig) -> int:
         cfg, o["model"], o["input"], o["output"], o.get("log_dir"), o.get("channel")
     )
     print(f"wrote {report.n_embedded} embeddings ({report.embedding_dim}-dim) to {report.output}")
+    if report.plaintext:
+        print(
+            f"warning: embed.plaintext=true: {report.output} holds biometric data (embeddings) "
+            "unencrypted; keep it off shared storage and delete it after use",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "  encrypted with the store's keyring: read it with "
+            "speakerops.eval.embed.read_embeddings(path, keyring_from_cfg(cfg)), or embed again "
+            "with embed.plaintext=true for a plain file"
+        )
     if report.log_part is not None:
         print(f"appended {report.n_embedded} rows to the production log: {report.log_part}")
     for row in report.quarantine.itertuples():

@@ -137,6 +137,7 @@ RULES: dict[str, Rule] = {
     "paths.artifacts_dir": TEXT,
     "audio.extensions": Rule("str", items=True),
     "keys.keyring": TEXT,
+    "embed.plaintext": FLAG,
     "keys.master_key_file": OPTIONAL_TEXT,
     # input checks before audio becomes a decision
     "quality.min_speech_s": number(ge=0),

@@ -31,6 +31,7 @@ class EmbedReport:
     n_embedded: int
     embedding_dim: int
     quarantine: pd.DataFrame  # utt_id, path, reason of every input skipped or refused
+    plaintext: bool = False  # embed.plaintext: the output is not encrypted
     quarantine_file: Path | None = None
     log_part: Path | None = None
 
@@ -45,8 +46,9 @@ def embed_to_file(
     progress: bool = True,
 ) -> EmbedReport:
     """Embed every accepted file of `input` (a folder of audio or a manifest CSV) with
-    `model`, write `output` (.parquet | .npz) and its quarantine list, and with `log_dir`
-    append the batch to the production log."""
+    `model`, write `output` (.parquet | .npz; encrypted as `<output>.enc` unless
+    `embed.plaintext`) and its quarantine list, and with `log_dir` append the batch to the
+    production log."""
     store = tracking_uri(cfg.paths.registry_dir)
     encoder = load_encoder(model, tracking_uri=store)
     batch, quarantine = embed_inputs(
@@ -57,8 +59,9 @@ def embed_to_file(
         desc="speakerops embed",
         progress=progress,
     )
-    out = write_embeddings(batch, output)
-    report = EmbedReport(out, len(batch.utt_ids), encoder.embedding_dim, quarantine)
+    plaintext = bool(cfg.embed.plaintext)
+    out = write_embeddings(batch, output, None if plaintext else keyring_from_cfg(cfg))
+    report = EmbedReport(out, len(batch.utt_ids), encoder.embedding_dim, quarantine, plaintext)
     if len(quarantine):
         report.quarantine_file = quarantine_path(output)
         quarantine.to_csv(report.quarantine_file, index=False)

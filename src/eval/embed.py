@@ -6,11 +6,15 @@ floor): a refused file is a failure with the named reason, never an embedding. A
 that is not finite is a failure too, so nothing NaN/Inf leaves this function.
 
 `embed_files` is the core (used by evaluation and `speakerops embed`); `write_embeddings`
-stores `utt_id` + `path` + `embedding` rows as parquet (one fixed-size list column) or npz.
+stores `utt_id` + `path` + `embedding` rows as parquet (one fixed-size list column) or npz,
+encrypted by default: the file's bytes AES-256-GCM under the keyring's `embeddings` data key,
+written as `<output>.enc` (`speakerops embed`; `embed.plaintext=true` writes the plain file,
+with a warning). `read_embeddings` reads either back as a DataFrame.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from speakerops.core.keys import Keyring
 from speakerops.data.audio import AudioError, audio_info, load_audio
 from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing, list_inputs
 from speakerops.data.manifest import row_spans
@@ -148,22 +153,67 @@ def quarantine_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.quarantine.csv")
 
 
-def write_embeddings(batch: EmbeddingBatch, output: str | Path) -> Path:
-    """Write `utt_id`, `path`, `embedding` as parquet (`.parquet`) or npz (`.npz`)."""
+EMBEDDINGS_PURPOSE = "embeddings"
+ENCRYPTED_SUFFIX = ".enc"
+_AAD = b"speakerops-embeddings-file"
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".parquet"):
+        raise ValueError(f"output={path}: expected a .parquet or .npz file name")
+    return suffix
+
+
+def write_embeddings(
+    batch: EmbeddingBatch, output: str | Path, keyring: Keyring | None = None
+) -> Path:
+    """Write `utt_id`, `path`, `embedding` as parquet (`.parquet`) or npz (`.npz`): with a
+    `keyring` encrypted, to `<output>.enc`; without one in plaintext to `output` (the caller's
+    explicit choice). Returns the path written."""
     output = Path(output)
+    suffix = _format(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    suffix = output.suffix.lower()
+    buf = io.BytesIO()
     if suffix == ".npz":
         np.savez(
-            output,
+            buf,
             utt_id=np.array(batch.utt_ids),
             path=np.array(batch.paths),
             embedding=batch.embeddings,
         )
-    elif suffix == ".parquet":
+    else:
         pd.DataFrame(
             {"utt_id": batch.utt_ids, "path": batch.paths, "embedding": list(batch.embeddings)}
-        ).to_parquet(output, index=False)
-    else:
-        raise ValueError(f"output={output}: expected a .parquet or .npz file name")
-    return output
+        ).to_parquet(buf, index=False)
+    if keyring is None:
+        output.write_bytes(buf.getvalue())
+        return output
+    target = output.with_name(output.name + ENCRYPTED_SUFFIX)
+    target.write_bytes(keyring.encrypt(EMBEDDINGS_PURPOSE, buf.getvalue(), aad=_AAD))
+    return target
+
+
+def read_embeddings(path: str | Path, keyring: Keyring | None = None) -> pd.DataFrame:
+    """`utt_id`, `path`, `embedding` (one float32 array per row) of a file `write_embeddings`
+    wrote: `<name>.parquet.enc` / `<name>.npz.enc` (decrypted with `keyring`, the store's:
+    `speakerops.core.keys.keyring_from_cfg`) or a plaintext `.parquet` / `.npz`."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix.lower() == ENCRYPTED_SUFFIX:
+        if keyring is None:
+            raise ValueError(f"{path}: encrypted embeddings; pass the store's keyring")
+        data = keyring.decrypt(data, aad=_AAD, what=str(path))
+        path = path.with_suffix("")
+    if _format(path) == ".parquet":
+        frame = pd.read_parquet(io.BytesIO(data))
+        frame["embedding"] = [np.asarray(e, np.float32) for e in frame["embedding"]]
+        return frame
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return pd.DataFrame(
+            {
+                "utt_id": z["utt_id"].tolist(),
+                "path": z["path"].tolist(),
+                "embedding": list(z["embedding"].astype(np.float32)),
+            }
+        )

@@ -8,10 +8,12 @@ bias at the shipped threshold) -> plots -> MLflow. Every setting comes from the 
 config (`evaluate:`) and the policy's operating point.
 
 Outputs in `evaluate.out_dir`: `metrics.json` (DVC metrics; flat), `evaluation.json` (every
-figure with its interval, the per-group tables), `scores_eval.csv`, `calibration.json`,
-`scoring.json` (normalization settings), `cohort.npz` (AS-norm cohort), `embeddings.npz`
-(eval + calibration utterances, the drift reference), `det.png`, `calibration.png`,
-`bias.png`.
+figure with its interval, the per-group tables), `scores_eval.csv` (trial utterances as keyed
+pseudonyms), `calibration.json`, `scoring.json` (normalization settings) with `cohort.enc`
+(the AS-norm cohort, encrypted and bound to the encoder's weights), `embeddings.enc` (eval +
+calibration utterances, encrypted: the drift reference), `det.png`, `calibration.png`,
+`bias.png`. Biometric data at rest: :mod:`speakerops.eval.sealed` (the keyring of
+`keys.keyring` / `paths.registry_dir`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.jsonio import dumps
+from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.core.mlflow import client as store_client
 from speakerops.core.policy import operating_point
 from speakerops.data.manifest import make_trials, read_manifest, read_trials
@@ -44,6 +47,13 @@ from speakerops.eval.scoring import (
     select_cohort_speakers,
     speaker_means,
     system_scores,
+)
+from speakerops.eval.sealed import (
+    load_sealed_scoring,
+    pseudonymise_ids,
+    weights_binding,
+    write_eval_embeddings,
+    write_scoring,
 )
 from speakerops.eval.trials import TrialSet, load_trial_set
 from speakerops.models.encoder import FILENAME, SpeakerEncoder
@@ -195,6 +205,7 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     prepared = Path(cfg.data.prepared_dir)
     settings = AssessSettings.from_config(ev, operating_point(cfg.register.get("policy")))
     encoder = SpeakerEncoder.load(Path(cfg.train.out_dir) / FILENAME)
+    keyring = keyring_from_cfg(cfg)  # a missing master key stops here, before any work
     manifest = read_manifest(prepared / "manifest.csv")
     eval_set = load_trial_set(prepared, "eval", manifest)
     cal_set = load_trial_set(prepared, "calibration", manifest)
@@ -267,24 +278,14 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
         )
     )
     (out / "calibration.json").write_text(json.dumps(calibration.to_dict(), indent=2))
-    scoring = norm.to_dict()
-    (out / "scoring.json").write_text(
-        json.dumps({k: v for k, v in scoring.items() if k != "cohort"}, indent=2)
-    )
-    np.savez(
-        out / "cohort.npz",
-        speaker=np.array(norm.cohort_speakers, dtype=str),
-        embedding=(
-            norm.cohort if norm.cohort is not None else np.zeros((0, encoder.embedding_dim))
-        ).astype(np.float32),
-    )
-    eval_set.table[["enroll", "test", "label"]].assign(score=eval_scores, llr=llrs).to_csv(
-        out / "scores_eval.csv", index=False
-    )
-    np.savez(
-        out / "embeddings.npz",
-        utt_id=np.array(cal_batch.utt_ids + eval_batch.utt_ids),
-        embedding=np.concatenate([cal_batch.embeddings, eval_batch.embeddings]),
+    write_scoring(out, norm.to_dict(), keyring, weights_binding(encoder))
+    scores = eval_set.table[["enroll", "test", "label"]].assign(score=eval_scores, llr=llrs)
+    pseudonymise_ids(scores, keyring.pseudonym_key()).to_csv(out / "scores_eval.csv", index=False)
+    write_eval_embeddings(
+        out,
+        cal_batch.utt_ids + eval_batch.utt_ids,
+        np.concatenate([cal_batch.embeddings, eval_batch.embeddings]),
+        keyring,
     )
     theta = settings.threshold
     det_plot(
@@ -299,18 +300,12 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     return summary
 
 
-def load_score_normalization(eval_dir: str | Path) -> ScoreNormalization:
-    """The normalization the evaluate stage used (`scoring.json` + `cohort.npz`)."""
-    eval_dir = Path(eval_dir)
-    path = eval_dir / "scoring.json"
-    if not path.is_file():
-        return ScoreNormalization("cosine")
-    d = json.loads(path.read_text())
-    if d.get("method") == "asnorm":
-        with np.load(eval_dir / "cohort.npz") as z:
-            d["cohort"] = z["embedding"]
-            d["cohort_speakers"] = z["speaker"].tolist()
-    return ScoreNormalization.from_dict(d)
+def load_score_normalization(
+    eval_dir: str | Path, keyring: Keyring, binding: str
+) -> ScoreNormalization:
+    """The normalization the evaluate stage used (`scoring.json` + `cohort.enc`, decrypted;
+    ``binding``: :func:`~speakerops.eval.sealed.weights_binding` of the evaluated encoder)."""
+    return ScoreNormalization.from_dict(load_sealed_scoring(eval_dir), keyring, binding)
 
 
 def _log_to_mlflow(cfg: DictConfig, summary: dict, out: Path) -> None:

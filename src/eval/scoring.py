@@ -10,13 +10,13 @@
   between the enrollment embedding and the cohort (the N most similar cohort speakers), and
   μ_t, σ_t the same for the test embedding. N = ``top_n`` (capped at the cohort size).
 
-The scoring settings (method, top-N, the cohort itself) and the calibration travel inside the
-packaged model (``SpeakerEncoder.extras["scoring"]`` and ``["calibration"]``);
-:class:`Scorer` rebuilds them, so a user of a registered model gets LLRs and the threshold for
-a stated operating point without re-declaring anything::
+The scoring settings (method, top-N, the cohort itself, encrypted: :mod:`speakerops.eval.sealed`)
+and the calibration travel inside the packaged model (``SpeakerEncoder.extras["scoring"]`` and
+``["calibration"]``); :class:`Scorer` rebuilds them (an AS-norm model with the store's keyring),
+so a user of a registered model gets LLRs and the threshold for a stated operating point::
 
     encoder = load_encoder("models:/speaker-encoder@champion")
-    scorer = Scorer.from_encoder(encoder)
+    scorer = Scorer.from_encoder(encoder, keyring=keyring_from_cfg(compose()))
     quality = QualitySettings.from_config(compose().quality)  # conf `quality`
     verify_audio(encoder, scorer, (wav_a, 16000), (wav_b, 8000), quality)
     # at the packaged operating point, e.g. P_target 0.01:
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from speakerops.core.keys import Keyring
 from speakerops.data.quality import QualitySettings, check_quality
 from speakerops.eval.calibration import (
     LinearCalibration,
@@ -46,6 +47,7 @@ from speakerops.eval.calibration import (
     log_min_duration,
 )
 from speakerops.eval.metrics import bayes_threshold
+from speakerops.eval.sealed import is_sealed, open_cohort, weights_binding
 from speakerops.eval.trials import TrialSet
 
 __all__ = [
@@ -239,19 +241,19 @@ class ScoreNormalization:
         return "cosine"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> ScoreNormalization:
-        """Rebuild from :meth:`to_dict`; None (a model packaged before AS-norm) is cosine."""
+    def from_dict(
+        cls, d: Mapping[str, Any] | None, keyring: Keyring | None = None, binding: str | None = None
+    ) -> ScoreNormalization:
+        """Rebuild from :meth:`to_dict`, or from its sealed form (the cohort decrypted with
+        ``keyring``, bound to the weights ``binding``); None (packaged before AS-norm) is cosine."""
         if d is None:
             return cls("cosine")
         if not isinstance(d, Mapping) or "method" not in d:
             raise ValueError(f"scoring settings need a 'method' field, got {d!r}")
         if d["method"] == "asnorm":
-            return cls(
-                "asnorm",
-                d.get("top_n"),
-                np.asarray(d.get("cohort")),
-                list(d.get("cohort_speakers", [])),
-            )
+            sealed = is_sealed(d)
+            cohort = open_cohort(d, keyring, binding) if sealed else np.asarray(d.get("cohort"))
+            return cls("asnorm", d.get("top_n"), cohort, list(d.get("cohort_speakers", [])))
         return cls(str(d["method"]))
 
 
@@ -265,18 +267,21 @@ class Scorer:
     operating_point: Mapping[str, float] | None = None
 
     @classmethod
-    def from_encoder(cls, encoder: Any) -> Scorer:
+    def from_encoder(cls, encoder: Any, keyring: Keyring | None = None) -> Scorer:
         """From a ``SpeakerEncoder``'s ``extras`` (``scoring``, ``calibration``,
-        ``operating_point``)."""
+        ``operating_point``); an encrypted AS-norm cohort needs the store's ``keyring``."""
         extras = getattr(encoder, "extras", {}) or {}
-        return cls.from_extras(extras)
+        sealed = is_sealed(extras.get("scoring"))
+        return cls.from_extras(extras, keyring, weights_binding(encoder) if sealed else None)
 
     @classmethod
-    def from_extras(cls, extras: Mapping[str, Any]) -> Scorer:
+    def from_extras(
+        cls, extras: Mapping[str, Any], keyring: Keyring | None = None, binding: str | None = None
+    ) -> Scorer:
         cal = extras.get("calibration")
         op = extras.get("operating_point")
         return cls(
-            ScoreNormalization.from_dict(extras.get("scoring")),
+            ScoreNormalization.from_dict(extras.get("scoring"), keyring, binding),
             calibration_from_dict(cal) if cal is not None else None,
             dict(op) if op is not None else None,
         )

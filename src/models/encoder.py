@@ -3,7 +3,7 @@
 The saved file is data (see `speakerops.models.encoder_file`): safetensors weights plus JSON
 naming the architecture (from `speakerops.models.zoo`), its arguments, the feature settings
 and `extras` (what travels with a model: calibration, scoring with the AS-norm cohort,
-operating point, training speakers); nothing downstream re-declares the sample rate or the
+operating point, the number of training speakers); nothing downstream re-declares the sample rate or the
 feature settings.
 
 The encoder never emits a non-finite embedding: inputs shorter than `min_samples` (two frames

@@ -2,8 +2,10 @@
 
     encoder.safetensors
       tensors   backbone.<name>      the backbone's state_dict
-                extras.<key path>    every array in `extras` (e.g. `extras.scoring.cohort`,
-                                     the AS-norm cohort), stored apart from the JSON
+                extras.<key path>    every array or bytes value in `extras` (e.g.
+                                     `extras.scoring.cohort_enc`, the AS-norm cohort,
+                                     AES-256-GCM encrypted: `speakerops.eval.sealed`),
+                                     stored apart from the JSON
       metadata  format = "speakerops-encoder/2"
                 speakerops = JSON {"arch", "kwargs", "features", "extras"}; an array in
                 `extras` appears there as {"$tensor": "extras.<key path>"}, `bytes` as
@@ -20,6 +22,7 @@ hashes. Pickled `.pt` files of the old format are refused here; `speakerops mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -133,6 +136,18 @@ def parse(data: bytes, name: str) -> EncoderFile:
     state = {k[len(BACKBONE) :]: v for k, v in tensors.items() if k.startswith(BACKBONE)}
     extras = _unpack(info.get("extras") or {}, tensors, name)
     return EncoderFile(str(arch), dict(kwargs), dict(features), state, extras)
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a backbone's weights (each tensor's name, dtype, shape and bytes, names
+    sorted): what names one model's weights whatever else its file carries; the AS-norm cohort
+    is bound to it (`speakerops.eval.sealed`)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def is_pickle(data: bytes) -> bool:

@@ -3,7 +3,9 @@
 Input (pandas DataFrame, one row per item): either a `path` column (audio file at any sample
 rate) or `waveform` (1-D float array) with `sample_rate`. Output: float32 array [N, D].
 The encoder file inside (safetensors + JSON, `speakerops.models.encoder_file`) carries the
-feature settings, sample rate, calibration and cohort. Its sha256 is the registered version's
+feature settings, sample rate, calibration and the AS-norm cohort (encrypted and bound to the
+weights, `speakerops.eval.sealed`: embedding needs no key, AS-norm scoring needs the store's
+keyring). Its sha256 is the registered version's
 `encoder_sha256` tag; every load from the registry checks the downloaded file against it
 (a local file or model folder is checked against the file's sidecar).
 """

@@ -38,6 +38,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from speakerops.core.jsonio import dumps
+from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.core.names import CHAMPION
 from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import Policy, load_policy
@@ -131,10 +132,10 @@ def _model_info(mv) -> dict[str, Any]:
     }
 
 
-def _score(uri: str, manifest, trials, progress: bool, store: str):
+def _score(uri: str, manifest, trials, progress: bool, store: str, keyring: Keyring):
     """(scores, LLRs or None, scorer description, calibration dict) of a packaged model."""
     encoder = load_encoder(uri, tracking_uri=store)
-    scorer = Scorer.from_encoder(encoder)
+    scorer = Scorer.from_encoder(encoder, keyring)
     batch = embed_split(encoder, manifest, trials.utterances, f"embedding with {uri}", progress)
     scores, llrs = system_scores(scorer, batch.as_dict(), trials)
     cal = encoder.extras.get("calibration")
@@ -182,6 +183,7 @@ def _promote_locked(
     audit.verify_store(cfg, client)  # a log that does not prove itself stops everything
     journal.recover(cfg, client, name)  # an interrupted promotion is finished or undone first
     store = tracking_uri(cfg.paths.registry_dir)
+    keyring = keyring_from_cfg(cfg)  # the packaged AS-norm cohorts are encrypted
     cand = model_version(client, name, version, alias)
     version = str(cand.version)
     champ = current_champion(client, name)
@@ -219,14 +221,14 @@ def _promote_locked(
         systems = {}
         info = {}
         cand_scores, cand_llrs, cand_desc, cand_cal = _score(
-            registered_model_uri(name, version), manifest, trials, progress, store
+            registered_model_uri(name, version), manifest, trials, progress, store, keyring
         )
         systems[cand_label] = (cand_scores, cand_llrs)
         info["candidate"] = {"scoring": cand_desc, "calibration": cand_cal}
         checks.append(calibration_precondition(version, cand_cal, cand_llrs is not None))
         if champ is not None:
             ch_scores, ch_llrs, ch_desc, ch_cal = _score(
-                registered_model_uri(name, champ.version), manifest, trials, progress, store
+                registered_model_uri(name, champ.version), manifest, trials, progress, store, keyring
             )
             systems[champ_label] = (ch_scores, ch_llrs)
             info["champion"] = {"scoring": ch_desc, "calibration": ch_cal}

@@ -32,10 +32,19 @@ import numpy as np
 import pandas as pd
 
 from speakerops.core.jsonio import sha256_file
-from speakerops.core.keys import Keyring, pseudonym
+from speakerops.core.keys import Keyring
 from speakerops.data.audio import load_audio
 from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.data.quality import estimate_snr_db
+from speakerops.eval.sealed import load_eval_embeddings, pseudonymise_ids
+
+__all__ = [
+    "Reference",
+    "build_reference_from_eval",
+    "load_reference",
+    "pseudonymise_ids",
+    "save_reference",
+]
 
 REFERENCE_FORMAT = "speakerops-drift-reference"
 REFERENCE_FORMAT_VERSION = 2
@@ -43,17 +52,6 @@ REFERENCE_ARTIFACT_PATH = "reference"
 REFERENCE_PURPOSE = "reference"
 _AAD = b"speakerops-drift-reference"
 _FILES = ("embeddings.enc", "metadata.parquet", "scores.parquet")
-# id columns, and the domain their pseudonym is taken in (utterance ids as in the production log)
-_ID_COLUMNS = {"speaker": "", "utt_id": "utt\x00", "enroll": "utt\x00", "test": "utt\x00"}
-
-
-def pseudonymise_ids(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
-    """The id columns of `frame` replaced by keyed pseudonyms (nulls stay null)."""
-    out = frame.copy()
-    for col, domain in _ID_COLUMNS.items():
-        if col in out.columns:
-            out[col] = [None if pd.isna(v) else pseudonym(domain + str(v), key) for v in out[col]]
-    return out
 
 
 @dataclass
@@ -94,6 +92,38 @@ def save_reference(
     ``model_name``/``model_version`` are optional: at registration the version is usually
     not known yet, and :func:`speakerops.drift.reference.load_champion_reference` takes it from the registry.
     """
+    key = keyring.pseudonym_key()
+    return _write_reference(
+        out_dir,
+        embeddings,
+        _pseudonymous(metadata, key),
+        _pseudonymous(scores, key),
+        keyring=keyring,
+        model_name=model_name,
+        model_version=model_version,
+        extra=extra,
+    )
+
+
+def _pseudonymous(frame: Any, key: bytes) -> Any:
+    """`frame`'s ids as pseudonyms (anything else is left for the checks to refuse)."""
+    if isinstance(frame, pd.DataFrame):
+        return pseudonymise_ids(frame.reset_index(drop=True), key)
+    return frame
+
+
+def _write_reference(
+    out_dir: str | Path,
+    embeddings: np.ndarray,
+    metadata: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    keyring: Keyring,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """:func:`save_reference` of ids that are pseudonyms already."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or emb.shape[0] < 2 or emb.shape[1] < 1:
         raise ValueError(f"reference embeddings must be [N>=2, D], got shape {emb.shape}")
@@ -110,14 +140,11 @@ def save_reference(
         raise ValueError("reference scores: column 'score' must be numeric")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    key = keyring.pseudonym_key()
     blob = keyring.encrypt_array(REFERENCE_PURPOSE, emb.astype(np.float32), aad=_AAD)
     (out / "embeddings.enc").write_bytes(blob)
-    metadata = pseudonymise_ids(metadata.reset_index(drop=True), key)
+    metadata = metadata.reset_index(drop=True)
     metadata.to_parquet(out / "metadata.parquet", index=False)
-    pseudonymise_ids(scores.reset_index(drop=True), key).to_parquet(
-        out / "scores.parquet", index=False
-    )
+    scores.reset_index(drop=True).to_parquet(out / "scores.parquet", index=False)
     info = {
         "format": REFERENCE_FORMAT,
         "format_version": REFERENCE_FORMAT_VERSION,
@@ -186,13 +213,13 @@ def build_reference_from_eval(
 ) -> Path:
     """The reference of a freshly evaluated model, from the evaluate stage's outputs.
 
-    Embeddings of the eval + calibration utterances (``embeddings.npz``), their manifest
-    metadata (duration, native sample rate, channel, speaker, split as ``set``), a blind SNR
-    estimate of each recording, and the labelled eval trial scores (``scores_eval.csv``).
+    Embeddings of the eval + calibration utterances (``embeddings.enc``, decrypted), their
+    manifest metadata (duration, native sample rate, channel, speaker, split as ``set``), a
+    blind SNR estimate of each recording, and the labelled eval trial scores
+    (``scores_eval.csv``, whose trial ids are pseudonyms already).
     """
     eval_dir, prepared_dir = Path(eval_dir), Path(prepared_dir)
-    with np.load(eval_dir / "embeddings.npz") as z:
-        utt_ids, emb = z["utt_id"].tolist(), z["embedding"]
+    utt_ids, emb = load_eval_embeddings(eval_dir, keyring=keyring)
     manifest = (
         read_manifest(prepared_dir / "manifest.csv").set_index("utt_id").loc[utt_ids].reset_index()
     )
@@ -214,4 +241,5 @@ def build_reference_from_eval(
         }
     )
     scores = pd.read_csv(eval_dir / "scores_eval.csv").assign(set="eval")
-    return save_reference(out_dir, emb, metadata, scores, keyring=keyring)
+    key = keyring.pseudonym_key()
+    return _write_reference(out_dir, emb, pseudonymise_ids(metadata, key), scores, keyring=keyring)

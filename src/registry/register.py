@@ -2,7 +2,7 @@
 
 The packaged encoder gets, inside its `extras`, what scoring needs downstream: the score
 normalization (`scoring`: cosine, or AS-norm with its top-N and the cohort of
-training-speaker means), the calibration fitted by `evaluate` (`calibration`), the shipped
+training-speaker means, encrypted and bound to the weights: `speakerops.eval.sealed`), the calibration fitted by `evaluate` (`calibration`), the shipped
 operating point with its LLR threshold (`operating_point`, from the policy) and the eval
 metrics;
 the version carries lineage tags (git commit, manifest and trial-list hashes, composed
@@ -29,6 +29,7 @@ from speakerops.core.policy import bayes_threshold, operating_point
 from speakerops.core.uris import registered_model_uri
 from speakerops.eval.calibration import calibration_from_dict
 from speakerops.eval.evaluate import load_score_normalization
+from speakerops.eval.sealed import load_sealed_scoring, weights_binding
 from speakerops.models.encoder import FILENAME, SpeakerEncoder
 from speakerops.models.importers import source_tags
 from speakerops.registry.package import ENCODER_SHA256_TAG, log_encoder_model
@@ -48,10 +49,12 @@ def register(cfg: DictConfig) -> dict:
     encoder = SpeakerEncoder.load(train_dir / FILENAME)
     calibration = json.loads((eval_dir / "calibration.json").read_text())
     calibration_from_dict(calibration)  # refuse to package a malformed calibration
-    scoring = load_score_normalization(eval_dir)
+    keyring = keyring_from_cfg(cfg)
+    # the stage's cohort must decrypt for these weights; it is packaged still encrypted
+    scoring = load_score_normalization(eval_dir, keyring, weights_binding(encoder))
     op = operating_point(cfg.register.get("policy"))
     encoder.extras["calibration"] = calibration
-    encoder.extras["scoring"] = scoring.to_dict()
+    encoder.extras["scoring"] = load_sealed_scoring(eval_dir)
     encoder.extras["operating_point"] = {
         **op,
         "llr_threshold": bayes_threshold(op["p_target"], op["c_miss"], op["c_fa"]),
@@ -84,7 +87,7 @@ def register(cfg: DictConfig) -> dict:
         with mlflow.start_run(run_id=train_summary["run_id"]):
             model_uri = log_encoder_model(packaged)
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
-            _log_reference(eval_dir, prepared, keyring_from_cfg(cfg))
+            _log_reference(eval_dir, prepared, keyring)
         version = mlflow.register_model(model_uri, cfg.register.model_name, tags=tags)
     store.set_registered_model_alias(cfg.register.model_name, CHALLENGER, version.version)
     for key in metric_keys(cfg.evaluate.p_targets):

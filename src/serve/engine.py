@@ -64,7 +64,7 @@ class Service:
         self.encoder = encoder
         self.model_name, self.model_version = model_name, model_version
         self.keyring, self.store, self.metrics, self.audit = keyring, store, metrics, audit
-        self.scorer = Scorer.from_encoder(encoder)
+        self.scorer = Scorer.from_encoder(encoder, keyring)
         if self.scorer.calibration is None:
             raise ValueError(
                 f"serve.model={settings.model}: the model carries no calibration; the service "

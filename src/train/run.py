@@ -227,7 +227,8 @@ def finish(
         module.backbone,
         FeatureConfig(**cfg.features),
         OmegaConf.to_container(cfg.model, resolve=True),
-        extras={"train_speakers": dm.speakers},
+        # a count, not the ids: speaker ids are never stored in plaintext (issue #10)
+        extras={"n_train_speakers": len(dm.speakers)},
     )
     encoder.save(out / FILENAME)
     best_eer = checkpoint.best_model_score
