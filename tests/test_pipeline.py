@@ -368,10 +368,11 @@ def _leaks(path: Path, speaker_re, row_bytes: list[bytes]) -> list[str]:
     """What `path` holds in the clear: raw speaker ids (as text; parquet cells as well, in case
     compression hid them) or the float32 bytes of a known embedding row."""
     data = path.read_bytes()
-    found = [f"speaker id {m.group().decode()!r}" for m in [speaker_re.search(data)] if m]
+    found = [f"speaker id {m.group()!r}" for m in [speaker_re.search(data)] if m]
     found += [f"embedding row bytes at {data.find(b)}" for b in row_bytes if b in data][:1]
     if path.suffix == ".parquet":
-        cells = pd.read_parquet(path).astype(str).to_numpy().ravel()
+        frame = pd.read_parquet(path)
+        cells = [v for c in frame.columns for v in frame[c] if isinstance(v, str)]
         found += [f"parquet cell {c[:40]!r}" for c in cells if speaker_re.search(c.encode())][:1]
     return found
 
@@ -392,7 +393,9 @@ def test_no_raw_speaker_id_or_plaintext_embedding_at_rest(project: Path, tmp_pat
 
     manifest = pd.read_csv(project / "data/prepared/manifest.csv", dtype={"speaker": str})
     speakers = sorted(set(manifest["speaker"]))
-    speaker_re = re.compile(b"|".join(re.escape(s.encode()) for s in speakers))
+    # as text, and as numpy writes str arrays (UTF-32), e.g. inside an .npz
+    spellings = [s.encode(enc) for s in speakers for enc in ("utf-8", "utf-32-le")]
+    speaker_re = re.compile(b"|".join(re.escape(b) for b in spellings))
     traffic = manifest[manifest["split"] != "train"].groupby("speaker").head(2)
     labelled = tmp_path / "traffic.csv"
     traffic.assign(utt_id=[f"req-{i:04d}" for i in range(len(traffic))])[
