@@ -171,14 +171,19 @@ def cmd_embed(call: Call, cfg: DictConfig) -> int:
     report = embed_to_file(
         cfg, o["model"], o["input"], o["output"], o.get("log_dir"), o.get("channel")
     )
-    print(f"wrote {report.n_embedded} embeddings ({report.embedding_dim}-dim) to {report.output}")
-    if report.plaintext:
+    if not report.n_embedded:
+        print("no embeddings written: every input was skipped or refused", file=sys.stderr)
+    else:
+        print(
+            f"wrote {report.n_embedded} embeddings ({report.embedding_dim}-dim) to {report.output}"
+        )
+    if report.plaintext and report.n_embedded:
         print(
             f"warning: embed.plaintext=true: {report.output} holds biometric data (embeddings) "
             "unencrypted; keep it off shared storage and delete it after use",
             file=sys.stderr,
         )
-    else:
+    elif report.n_embedded:
         print(
             "  encrypted with the store's keyring: read it with "
             "speakerops.eval.embed.read_embeddings(path, keyring_from_cfg(cfg)), or embed again "

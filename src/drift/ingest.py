@@ -60,7 +60,9 @@ def embed_to_file(
         progress=progress,
     )
     plaintext = bool(cfg.embed.plaintext)
-    out = write_embeddings(batch, output, None if plaintext else keyring_from_cfg(cfg))
+    out = Path(output)  # nothing embedded: nothing written (and no key needed)
+    if batch.utt_ids:
+        out = write_embeddings(batch, output, None if plaintext else keyring_from_cfg(cfg))
     report = EmbedReport(out, len(batch.utt_ids), encoder.embedding_dim, quarantine, plaintext)
     if len(quarantine):
         report.quarantine_file = quarantine_path(output)
