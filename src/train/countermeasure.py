@@ -42,7 +42,7 @@ from speakerops.models import encoder_file
 from speakerops.models.countermeasure import FILENAME, Countermeasure
 from speakerops.models.legacy import read_checkpoint
 from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
-from speakerops.train.datamodule import WaveformStore
+from speakerops.train.datamodule import UtteranceDataset, WaveformStore
 from speakerops.train.module import warmup_cosine
 from speakerops.train.resume import plan_resume
 
@@ -118,18 +118,7 @@ class CountermeasureData(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed + self.train_set.epoch))  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Whole(self.val_set), batch_size=1)
-
-
-class _Whole(Dataset):
-    def __init__(self, store: WaveformStore) -> None:
-        self.store = store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.store[i])
+        return DataLoader(UtteranceDataset(self.val_set), batch_size=1)
 
 
 class CountermeasureModule(pl.LightningModule):
