@@ -63,12 +63,7 @@ SLIM = {  # zoo config -> overrides that keep its operators, with few narrow lay
 CANNOT = {"ge2e": (["features=mel40_power"], "windowed inference")}  # config -> (overrides, why)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @cache

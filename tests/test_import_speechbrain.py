@@ -60,9 +60,7 @@ def composed() -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def folder(tmp_path_factory, one_torch_thread):
     path = tmp_path_factory.mktemp("spkrec-ecapa")
     (path / "hyperparams.yaml").write_text(HYPERPARAMS)
     torch.manual_seed(7)
@@ -75,8 +73,7 @@ def folder(tmp_path_factory):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     torch.save(model.state_dict(), path / "embedding_model.ckpt")  # SpeechBrain's torch_save
-    yield path, modules
-    torch.set_num_threads(threads)
+    return path, modules
 
 
 def test_speechbrain_import_reproduces_speechbrains_embeddings(folder, tmp_path, capsys) -> None:

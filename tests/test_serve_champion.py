@@ -55,11 +55,7 @@ relative:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def world(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("champion")
     (root / "policy.yaml").write_text(POLICY)
     corpus = write_corpus(root / "corpus", 20, 4)
@@ -81,8 +77,7 @@ def world(tmp_path_factory):
         register_model(cfg, random_encoder(seed=seed), tag)
     params = root / "params.yaml"
     OmegaConf.save(cfg, params, resolve=True)
-    yield {"root": root, "cfg": cfg, "params": str(params)}
-    torch.set_num_threads(threads)
+    return {"root": root, "cfg": cfg, "params": str(params)}
 
 
 def promote(world, version: int) -> None:
