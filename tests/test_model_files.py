@@ -108,7 +108,8 @@ def test_converted_old_encoder_gives_exactly_the_same_embeddings(tmp_path: Path,
         SpeakerEncoder.load(old)  # never loaded by embed/evaluate/register
     new = tmp_path / FILENAME
     assert main(["models", "convert", str(old), str(new)]) == 0
-    assert '"arch": "ecapa_tdnn"' in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert '"arch": "ecapa_tdnn"' in summary
     back = SpeakerEncoder.load(new)
     for seconds in (0.5, 1.0, 3.0):
         wav = tone(seconds, freq=180.0 + 40 * seconds)
@@ -118,9 +119,15 @@ def test_converted_old_encoder_gives_exactly_the_same_embeddings(tmp_path: Path,
         **{k: v for k, v in OLD_MODEL.items() if k != "_target_"},
     }
     extras = cohort_extras()
-    assert np.array_equal(back.extras["scoring"]["cohort"], extras["scoring"]["cohort"])
-    assert back.extras["scoring"]["cohort"].dtype == np.float32
-    assert back.extras["scoring"]["cohort_speakers"] == extras["scoring"]["cohort_speakers"]
+    # the old file's plaintext biometrics (cohort ids + mean embeddings, training speaker ids)
+    # are not carried over, and the summary says so and what to run
+    assert "plaintext AS-norm cohort" in summary and "speakerops evaluate" in summary
+    assert "scoring" not in back.extras and "train_speakers" not in back.extras
+    assert back.extras["n_train_speakers"] == 2
+    raw = new.read_bytes()
+    for spk in extras["scoring"]["cohort_speakers"]:
+        assert f'"{spk}"'.encode() not in raw
+    assert extras["scoring"]["cohort"][0].tobytes() not in raw
     assert back.extras["calibration"] == extras["calibration"]
     assert back.extras["eval_metrics"] == {"eer": 0.125, "min_dcf_0.01": 0.5, "n_trials": 40}
     assert file_sha256(new) == encoder_file.sidecar(new).read_text().split()[0]

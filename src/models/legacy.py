@@ -63,10 +63,11 @@ def convert(old: str | Path, new: str | Path) -> dict[str, str]:
     blob = read_checkpoint(old)
     if not isinstance(blob, dict) or blob.get("format") != LEGACY_FORMAT:
         raise ValueError(f"{old}: not an old-format speakerops encoder ({LEGACY_FORMAT})")
+    extras, dropped = _without_plaintext_biometrics(dict(blob.get("extras") or {}))
     try:
         arch, kwargs = model_spec(blob["model"])
         content = EncoderFile(
-            arch, kwargs, dict(blob["features"]), dict(blob["state_dict"]), blob.get("extras") or {}
+            arch, kwargs, dict(blob["features"]), dict(blob["state_dict"]), extras
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{old}: incomplete old-format encoder ({exc})") from None
@@ -77,4 +78,23 @@ def convert(old: str | Path, new: str | Path) -> dict[str, str]:
         "to": str(new),
         "arch": arch,
         "read_with": "torch.load(weights_only=True), allow-list: numpy arrays/scalars",
+        **({"dropped": "; ".join(dropped)} if dropped else {}),
     }
+
+
+def _without_plaintext_biometrics(extras: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """An old file's extras less what is biometric data in plaintext (its AS-norm cohort: the
+    training speakers' ids and mean embeddings; its list of training speaker ids). A new file
+    carries the cohort only encrypted, which needs the keyring: `evaluate` + `register` make it."""
+    dropped = []
+    scoring = extras.get("scoring")
+    if isinstance(scoring, dict) and "cohort" in scoring and "cohort_enc" not in scoring:
+        del extras["scoring"]
+        dropped.append(
+            "scoring: a plaintext AS-norm cohort (run `speakerops evaluate` and `register` on "
+            "the converted file to package an encrypted one; until then it scores by cosine)"
+        )
+    if "train_speakers" in extras:
+        extras.setdefault("n_train_speakers", len(extras.pop("train_speakers")))
+        dropped.append("train_speakers: raw speaker ids (their number is kept)")
+    return extras, dropped
