@@ -1,5 +1,9 @@
 """The `register` stage: package the trained encoder, register a version, alias `challenger`.
 
+The encoder is `train.out_dir/encoder.safetensors`: trained by `speakerops train` (the version
+hangs on its training run, `train.json`) or imported by `speakerops models import` (a run of
+its own, `import-<source>`, tagged with the source).
+
 The packaged encoder gets, inside its `extras`, what scoring needs downstream: the score
 normalization (`scoring`: cosine, or AS-norm with its top-N and the cohort of
 training-speaker means, encrypted and bound to the weights: `speakerops.eval.sealed`), the calibration fitted by `evaluate` (`calibration`), the shipped
@@ -21,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.config import flatten
 from speakerops.core.jsonio import sha256_file
+from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.core.lineage import git_commit, params_digest
 from speakerops.core.mlflow import client, ensure_experiment, fluent_store
 from speakerops.core.names import CHALLENGER, metric_keys
@@ -33,7 +38,6 @@ from speakerops.eval.sealed import load_sealed_scoring, weights_binding
 from speakerops.models.encoder import FILENAME, SpeakerEncoder
 from speakerops.models.importers import source_tags
 from speakerops.registry.package import ENCODER_SHA256_TAG, log_encoder_model
-from speakerops.core.keys import Keyring, keyring_from_cfg
 from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, build_reference_from_eval
 
 
@@ -44,9 +48,9 @@ def register(cfg: DictConfig) -> dict:
     train_dir, eval_dir = Path(cfg.train.out_dir), Path(cfg.evaluate.out_dir)
     prepared = Path(cfg.data.prepared_dir)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    train_summary = json.loads((train_dir / "train.json").read_text())
 
     encoder = SpeakerEncoder.load(train_dir / FILENAME)
+    run_id = _source_run(cfg, train_dir, encoder)
     calibration = json.loads((eval_dir / "calibration.json").read_text())
     calibration_from_dict(calibration)  # refuse to package a malformed calibration
     keyring = keyring_from_cfg(cfg)
@@ -71,7 +75,7 @@ def register(cfg: DictConfig) -> dict:
         "trials_sha256": metrics["trials_sha256"],
         "calibration_trials_sha256": metrics["calibration_trials_sha256"],
         "params_sha256": params_digest(params),
-        "train_run_id": train_summary["run_id"],
+        "train_run_id": run_id,
         "sample_rate": str(encoder.sample_rate),
         "model_arch": encoder.model_cfg["arch"],
         ENCODER_SHA256_TAG: sha256_file(packaged),
@@ -84,7 +88,7 @@ def register(cfg: DictConfig) -> dict:
         tags["params"] = params_json
     store = client(registry_dir)
     with fluent_store(tracking_uri(registry_dir)):
-        with mlflow.start_run(run_id=train_summary["run_id"]):
+        with mlflow.start_run(run_id=run_id):
             model_uri = log_encoder_model(packaged)
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "lineage/params.yaml")
             _log_reference(eval_dir, prepared, keyring)
@@ -99,7 +103,7 @@ def register(cfg: DictConfig) -> dict:
         "model_name": cfg.register.model_name,
         "version": str(version.version),
         "model_uri": registered_model_uri(cfg.register.model_name, version.version),
-        "run_id": train_summary["run_id"],
+        "run_id": run_id,
         "aliases": sorted(
             store.get_model_version(cfg.register.model_name, version.version).aliases
         ),
@@ -109,6 +113,27 @@ def register(cfg: DictConfig) -> dict:
         json.dumps({k: v for k, v in result.items() if k != "params"}, indent=2)
     )
     return result
+
+
+def _source_run(cfg: DictConfig, train_dir: Path, encoder: SpeakerEncoder) -> str:
+    """The MLflow run the version hangs on: the training run (`train.json`), or, for an encoder
+    imported by `speakerops models import` and never trained here, a new run named after its
+    source and tagged with it (source, its file's sha256, licence)."""
+    summary = train_dir / "train.json"
+    if summary.is_file():
+        return str(json.loads(summary.read_text())["run_id"])
+    tags = source_tags(encoder.extras)
+    if not tags:
+        raise FileNotFoundError(
+            f"{summary}: no training summary beside {train_dir / FILENAME}; run "
+            "`speakerops train` first, or import a pretrained encoder there "
+            f"(`speakerops models import source=... output={train_dir / FILENAME}`)"
+        )
+    exp_id = ensure_experiment(cfg.mlflow.experiment, cfg.paths.registry_dir)
+    run = client(cfg.paths.registry_dir).create_run(
+        exp_id, run_name=f"import-{tags['source']}", tags=tags
+    )
+    return str(run.info.run_id)
 
 
 def _tag_value_limit() -> int:
