@@ -16,12 +16,16 @@ LibriSpeech utterance, 4.5x faster than the wheel's TorchScript copy of the same
 probabilities within 2e-6 of it (the VAD was 77 % of a verify request's CPU time).
 
 Cost: the model steps through 32 ms windows (512 samples at 16 kHz, 256 at 8 kHz) with a
-recurrent state, about 1 ms per window (TorchScript) on one thread when run window by window. The waveform
-is cut into ``STREAM_WINDOWS``-window streams (1 s) that run side by side as one batch, each
-preceded by ``WARMUP_WINDOWS`` windows (1 s) of the audio before it (outputs dropped) so its
-recurrent state has settled when its own windows start: a 10 s request takes 64 batched steps
-instead of 313. Shorter warm-ups drift from the window-by-window result (16/8 windows: up to
-1.3 s less speech on a 3 s synthetic utterance; 32/32: within 0.1 s on LibriSpeech). The
+recurrent state. At 16 kHz (every other rate but 8 kHz is resampled to it) the wheel's
+"sequence" export (``silero_vad_16k_sequence.onnx``) runs a whole block of up to 512 windows
+(16 s) in one onnxruntime call, with probabilities identical to running the model window by
+window (measured: 0 difference on LibriSpeech); on a 3 s utterance 7 ms, 4.8x less than the
+batched streams below, which differed from the window-by-window result by up to 0.6 in a
+window's probability. At 8 kHz (no sequence export) the waveform is cut into
+``STREAM_WINDOWS``-window streams (1 s) that run side by side as one batch, each preceded by
+``WARMUP_WINDOWS`` windows (1 s) of the audio before it (outputs dropped) so its recurrent
+state has settled when its own windows start: a 10 s request takes 64 batched steps instead
+of 313 (``bench/bench_vad.py`` times the paths side by side). The
 probabilities become segments through silero's own ``get_speech_timestamps_from_probs``
 (threshold, minimum speech and silence durations, padding from ``conf/config.yaml``
 ``quality.vad``).
@@ -120,9 +124,26 @@ def _model() -> Any:
     return model
 
 
-@torch.inference_mode()
+def _sequence_model() -> Any:
+    """silero's 16 kHz sequence export (one onnxruntime call per 16 s block, one thread)."""
+    model = getattr(_local, "sequence", None)
+    if model is None:
+        model = _local.sequence = silero_vad.load_silero_vad(sequence=True)
+    return model
+
+
 def speech_probabilities(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Per-window speech probability of a mono waveform at 8 or 16 kHz (streams run batched)."""
+    """Per-window speech probability of a mono waveform at 8 or 16 kHz."""
+    if sample_rate == 16000:
+        n = -(-wav.size // _NATIVE_RATES[16000])
+        return _sequence_model().audio_forward(np.asarray(wav, np.float32), 16000)[:n]
+    return stream_probabilities(_model(), wav, sample_rate)
+
+
+@torch.inference_mode()
+def stream_probabilities(model: Any, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per-window probabilities from a streaming silero ``model`` (ONNX wrapper or
+    TorchScript), its windows run as batched warmed-up streams (the module doc)."""
     win = _NATIVE_RATES[sample_rate]
     n = -(-wav.size // win)
     x = np.zeros(n * win, np.float32)
@@ -141,7 +162,6 @@ def speech_probabilities(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     )
     idx = torch.arange(n_streams)[:, None] * STREAM_WINDOWS + torch.arange(steps)[None, :]
     batch = padded[idx]  # [streams, steps, win]
-    model = _model()
     model.reset_states()
     probs = torch.stack([model(batch[:, k], sample_rate)[:, 0] for k in range(steps)], dim=1)
     return probs[:, WARMUP_WINDOWS:].reshape(-1)[:n].numpy()
