@@ -13,7 +13,7 @@ keyring). Its sha256 is the registered version's
 from __future__ import annotations
 
 import json
-from importlib.metadata import distribution, version
+from importlib.metadata import distribution, distributions, version
 from pathlib import Path
 
 import mlflow
@@ -38,13 +38,14 @@ def package_requirement() -> str:
     """speakerops as pip can install it where this model is served: where the running package
     was installed from (PEP 610 `direct_url.json`: the wheel file, or the checkout folder of an
     editable install) as `speakerops @ <url>`; installed from an index, `speakerops==<version>`."""
-    dist = distribution("speakerops")
-    direct = dist.read_text("direct_url.json")
-    if direct:
-        url = json.loads(direct).get("url")
+    # every metadata folder on the path, not only the first: a build's `speakerops.egg-info`
+    # left in the working directory comes before the installed dist-info and has no PEP 610 file
+    for dist in distributions(name="speakerops"):
+        direct = dist.read_text("direct_url.json")
+        url = json.loads(direct).get("url") if direct else None
         if url:
             return f"speakerops @ {url}"
-    return f"speakerops=={dist.version}"
+    return f"speakerops=={distribution('speakerops').version}"
 
 
 def pip_requirements() -> list[str]:
