@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 
 from speakerops.cli import main
 from speakerops.core.config import compose
@@ -53,7 +54,13 @@ def test_spoof_prepare_is_attack_disjoint_and_deterministic(
 ) -> None:
     assert main(["spoof", "prepare", *corpus, "spoof.out_dir=a", "spoof.workers=2"]) == 0
     cfg = compose([*corpus, "spoof.out_dir=b", "spoof.workers=1"])
-    summary = spoof_prepare(cfg.spoof)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # in process at another thread count than the workers (CI saw it)
+    try:
+        summary = spoof_prepare(cfg.spoof)
+        assert torch.get_num_threads() == 2  # the caller's thread count is put back
+    finally:
+        torch.set_num_threads(threads)
     a, b = tmp_path / "a", tmp_path / "b"
     assert json.loads((a / "spoof.json").read_text()) == summary  # whatever the worker count
     assert _files(a) == _files(b) and len(_files(a)) == summary["n_items"]
