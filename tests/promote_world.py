@@ -193,6 +193,15 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+UNTRAINED_POLICY = """
+operating_point: {p_target: 0.5}
+require_champion: false
+absolute:
+  eer: {max: 0.5}
+relative:
+  eer: {margin: 1.0}
+"""  # a gate that untrained or imported-on-synthetic models pass: the story, not the figures
+
 LAX_POLICY = """
 operating_point: {p_target: 0.5}
 require_champion: false

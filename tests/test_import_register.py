@@ -19,18 +19,10 @@ from speakerops.eval.evaluate import evaluate
 from speakerops.models.importers.from_resemblyzer import weights_file
 from speakerops.registry.register import register
 
+from .promote_world import UNTRAINED_POLICY as POLICY
 from .promote_world import cli, make_cfg, random_encoder, write_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
-
-POLICY = """
-operating_point: {p_target: 0.5}
-require_champion: false
-absolute:
-  eer: {max: 0.5}
-relative:
-  eer: {margin: 1.0}
-"""
 
 
 def test_imported_encoder_is_registered_and_promoted_without_a_training_run(tmp_path) -> None:

@@ -39,19 +39,11 @@ from speakerops.serve.intake import intake
 from speakerops.serve.settings import ServeSettings
 from speakerops.serve.tokens import ADMIN, issue_token
 
+from .promote_world import UNTRAINED_POLICY as POLICY
 from .promote_world import cli, make_cfg, random_encoder, register_model, write_corpus
 from .serve_world import librispeech_test_other
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
-
-POLICY = """
-operating_point: {p_target: 0.5}
-require_champion: false
-absolute:
-  eer: {max: 0.5}
-relative:
-  eer: {margin: 1.0}
-"""
 
 
 @pytest.fixture(scope="module")
