@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 
 class Throughput(Callback):
@@ -59,3 +60,16 @@ def one_of(callbacks: list[Callback], kind: type, key: str) -> Callback:
             f"(conf/callbacks/, {key}), found {len(found)}"
         )
     return found[0]
+
+
+def training_callbacks(
+    node: DictConfig | None,
+) -> tuple[list[Callback], ModelCheckpoint, Throughput, Path]:
+    """The configured callbacks (conf ``callbacks``), the one checkpoint and throughput
+    callbacks among them, and the checkpoint folder (created): what every training run needs."""
+    callbacks = instantiate_callbacks(node)
+    checkpoint = one_of(callbacks, ModelCheckpoint, "callbacks.model_checkpoint")
+    meter = one_of(callbacks, Throughput, "callbacks.throughput")
+    ckpt_dir = Path(checkpoint.dirpath)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return callbacks, checkpoint, meter, ckpt_dir

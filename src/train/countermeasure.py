@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from speakerops.core.config import flatten
@@ -41,7 +41,7 @@ from speakerops.eval.spoof_metrics import cm_eer
 from speakerops.models import encoder_file
 from speakerops.models.countermeasure import FILENAME, Countermeasure
 from speakerops.models.legacy import read_checkpoint
-from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
+from speakerops.train.callbacks import training_callbacks
 from speakerops.train.datamodule import UtteranceDataset, WaveformStore
 from speakerops.train.module import warmup_cosine
 from speakerops.train.resume import plan_resume
@@ -182,11 +182,7 @@ def train_countermeasure(
     with fluent_store(tracking_uri(cfg.paths.registry_dir)):
         pl.seed_everything(int(cfg.seed), workers=True)
         out = Path(cfg.train.out_dir)
-        callbacks = instantiate_callbacks(cfg.get("callbacks"))
-        checkpoint = one_of(callbacks, ModelCheckpoint, "callbacks.model_checkpoint")
-        meter = one_of(callbacks, Throughput, "callbacks.throughput")
-        ckpt_dir = Path(checkpoint.dirpath)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        callbacks, checkpoint, meter, ckpt_dir = training_callbacks(cfg.get("callbacks"))
         pipeline = cfg.augment.get("pipeline") if cm_cfg.augment else None
         loader = cm_cfg.loader
         dm = CountermeasureData(cfg.spoof.out_dir, cm.sample_rate, int(cfg.seed),

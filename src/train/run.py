@@ -40,7 +40,7 @@ from speakerops.models.encoder import FILENAME, SpeakerEncoder
 from speakerops.models.features import FeatureConfig
 from speakerops.models.legacy import LEGACY_FORMAT, read_checkpoint
 from speakerops.models.zoo import build_backbone, model_spec
-from speakerops.train.callbacks import Throughput, instantiate_callbacks, one_of
+from speakerops.train.callbacks import Throughput, training_callbacks
 from speakerops.train.countermeasure import train_countermeasure
 from speakerops.train.datamodule import SpeakerDataModule
 from speakerops.train.module import SpeakerModule
@@ -167,11 +167,7 @@ def _fit(cfg: DictConfig, extra_callbacks: list[Callback] | None, tags: dict[str
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(cfg.train.out_dir)
 
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    checkpoint = one_of(callbacks, ModelCheckpoint, "callbacks.model_checkpoint")
-    meter = one_of(callbacks, Throughput, "callbacks.throughput")
-    ckpt_dir = Path(checkpoint.dirpath)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    callbacks, checkpoint, meter, ckpt_dir = training_callbacks(cfg.get("callbacks"))
     dm = build_datamodule(cfg)
     dm.setup("fit")
     module = build_module(cfg, dm.num_classes)
