@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from speakerops.eval import metrics as M
-from speakerops.eval.bootstrap import Interval, speaker_bootstrap, verification_metric_fns
+from speakerops.eval.bootstrap import (
+    Interval,
+    paired_bootstrap,
+    speaker_bootstrap,
+    speaker_resamples,
+    verification_metric_fns,
+)
 
 
 def sim(n_spk, per=20, seed=0):
@@ -154,3 +160,26 @@ def test_speaker_intervals_wider_than_trial_intervals_under_correlation():
     by_spk = speaker_bootstrap(s, y, spk, {"eer": eer_fn}, n_boot=300)["eer"]
     by_trial = speaker_bootstrap(s, y, np.arange(s.size), {"eer": eer_fn}, n_boot=300)["eer"]
     assert by_spk.high - by_spk.low > 1.2 * (by_trial.high - by_trial.low)
+
+
+def test_paired_bootstrap_uses_the_same_speakers_for_both_systems():
+    rng = np.random.default_rng(3)
+    spk = np.repeat(np.arange(12), 20)
+    y = np.tile(np.r_[np.ones(5), np.zeros(15)], 12).astype(bool)
+    a = rng.normal(size=y.size) + 2.0 * y
+    b = a + rng.normal(scale=0.3, size=y.size)  # a noisier copy of the same system
+    fns = {"eer": lambda s, y: M.eer(s, y)}
+    d = paired_bootstrap(a, b, y, spk, fns, n_boot=80, seed=5)["eer"]
+    assert d["value"] == pytest.approx(M.eer(a, y) - M.eer(b, y)) and d["n_replicates"] == 80
+    # each replicate is eer(a[rows]) − eer(b[rows]) on ONE resample (brute force)
+    reps = [M.eer(a[r], y[r]) - M.eer(b[r], y[r]) for r in speaker_resamples(y, spk, 80, 5)]
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert (d["low"], d["high"]) == pytest.approx((lo, hi))
+    # identical systems: every paired replicate is exactly 0 (unpaired intervals would not be)
+    same = paired_bootstrap(a, a.copy(), y, spk, fns, n_boot=40, seed=1)["eer"]
+    assert same["low"] == same["high"] == same["value"] == 0.0
+    # a figure with per-system settings: one function each
+    two = paired_bootstrap(a, b, y, spk, {"x": (lambda s, y: 1.0, lambda s, y: 0.25)}, n_boot=5)
+    assert two["x"]["low"] == two["x"]["high"] == 0.75
+    with pytest.raises(ValueError, match="different lengths"):
+        paired_bootstrap(a, b[:-1], y, spk, fns)

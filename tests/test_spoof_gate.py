@@ -37,6 +37,21 @@ CHAMPION = {
 }
 
 
+def paired(cand: dict, champ: dict, spread: float = 0.03) -> dict:
+    """candidate − champion of every figure, as `spoof_eval.paired_difference` gives it."""
+    out: dict = {"hashes": cand["hashes"]}
+    for part in ("cm", "speaker_alone", "pair"):
+        out[part] = {}
+        for k, v in cand[part].items():
+            if k == "eer_per_attack":
+                out[part][k] = {
+                    a: iv(x["value"] - champ[part][k][a]["value"], spread) for a, x in v.items()
+                }
+            else:
+                out[part][k] = iv(v["value"] - champ[part][k]["value"], spread)
+    return out
+
+
 def test_a_pair_worse_on_an_unseen_attack_is_refused_naming_it(tmp_path: Path) -> None:
     policy = load_policy(REPO / "registry" / "policy.yaml")
     assert {g.metric for g in policy.cm_absolute} >= {
@@ -45,14 +60,25 @@ def test_a_pair_worse_on_an_unseen_attack_is_refused_naming_it(tmp_path: Path) -
         "pair.sasv_eer",
     }
     assert pair_verdict(policy, CHAMPION)["passed"]  # the first pair: absolute gates only
-    assert pair_verdict(policy, CHAMPION, CHAMPION)["passed"]
+    assert pair_verdict(policy, CHAMPION, CHAMPION, paired(CHAMPION, CHAMPION))["passed"]
 
     worse = copy.deepcopy(CHAMPION)
     worse["cm"]["eer_per_attack"]["A06"] = iv(0.25)  # the replay attack gets through more often
-    verdict = pair_verdict(policy, worse, CHAMPION)
+    verdict = pair_verdict(policy, worse, CHAMPION, paired(worse, CHAMPION))
     assert not verdict["passed"] and verdict["refused"] == ["cm.eer_attack[A06].vs_champion"]
     row = next(r for r in verdict["checks"] if r["check"] == "cm.eer_attack[A06].vs_champion")
     assert row["value"] == pytest.approx(0.14) and "A06" in row["reason"]
+    # decided on the paired interval, not the points: a point within the margin whose upper
+    # bound is not refuses; the same point with a tight paired interval passes
+    slightly = copy.deepcopy(CHAMPION)
+    slightly["cm"]["eer_per_attack"]["A06"] = iv(0.14)  # +0.03, margin 0.05
+    assert pair_verdict(policy, slightly, CHAMPION, paired(slightly, CHAMPION, 0.01))["passed"]
+    wide = pair_verdict(policy, slightly, CHAMPION, paired(slightly, CHAMPION, 0.025))
+    assert wide["refused"] == ["cm.eer_attack[A06].vs_champion"]
+    # two reports alone carry no scores: the relative gates fail closed, saying what to run
+    alone = pair_verdict(policy, CHAMPION, CHAMPION)
+    assert not alone["passed"] and all(r.endswith(".vs_champion") for r in alone["refused"])
+    assert "speakerops promote" in next(r for r in alone["checks"] if not r["passed"])["reason"]
 
     useless = copy.deepcopy(CHAMPION)
     useless["pair"]["sasv_eer"] = iv(0.31)  # the countermeasure does not help the speaker model
@@ -66,7 +92,9 @@ def test_a_pair_worse_on_an_unseen_attack_is_refused_naming_it(tmp_path: Path) -
     # the command: exit 1, the report names the attack
     (tmp_path / "cand.json").write_text(json.dumps(worse))
     (tmp_path / "champ.json").write_text(json.dumps(CHAMPION))
+    (tmp_path / "diff.json").write_text(json.dumps(paired(worse, CHAMPION)))
     argv = ["spoof", "gate", f"candidate={tmp_path / 'cand.json'}", f"champion={tmp_path / 'champ.json'}",
+            f"difference={tmp_path / 'diff.json'}",
             f"spoof.eval_dir={tmp_path}", f"register.policy={REPO / 'registry' / 'policy.yaml'}"]  # fmt: skip
     assert main(argv) == 1
     report = (tmp_path / "pair_gate.md").read_text()

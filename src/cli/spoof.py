@@ -19,6 +19,8 @@ from speakerops.cli.base import Call, _print_json, command
     options={
         "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",
         "champion": "gate: the champion pair's spoof_eval.json (optional: relative gates)",
+        "difference": "gate: candidate − champion with paired intervals (pair_difference.json "
+        "of `speakerops promote`); without it the relative gates refuse",
         "encoder": "the speaker encoder file (default spoof.evaluate.encoder)",
         "cm": "the countermeasure file (default spoof.evaluate.countermeasure)",
     },
@@ -49,6 +51,7 @@ def _gate(call: Call, cfg: DictConfig) -> int:
     out = Path(cfg.spoof.eval_dir)
     candidate = Path(call.options.get("candidate", out / "spoof_eval.json"))
     champion = call.options.get("champion")
+    difference = call.options.get("difference")
     if not candidate.is_file():
         raise FileNotFoundError(
             f"{candidate}: no spoof_eval.json (run `speakerops spoof evaluate`)"
@@ -57,6 +60,7 @@ def _gate(call: Call, cfg: DictConfig) -> int:
         load_policy(cfg.register.policy),
         json.loads(candidate.read_text()),
         json.loads(Path(champion).read_text()) if champion else None,
+        json.loads(Path(difference).read_text()) if difference else None,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "pair_gate.md").write_text(report_markdown(verdict))

@@ -38,6 +38,7 @@ from .trials import validate_trials
 
 __all__ = [
     "Interval",
+    "paired_bootstrap",
     "percentile_interval",
     "speaker_bootstrap",
     "speaker_resamples",
@@ -203,4 +204,40 @@ def speaker_bootstrap(
     lo, hi = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
     return {
         name: Interval(points[name], float(lo[j]), float(hi[j])) for j, name in enumerate(names)
+    }
+
+
+def paired_bootstrap(
+    first: ArrayLike,
+    second: ArrayLike,
+    labels: ArrayLike,
+    speakers: ArrayLike,
+    metric_fns: Mapping[str, MetricFn | tuple[MetricFn, MetricFn]],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    *,
+    extra: Mapping[str, ArrayLike] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Paired speaker bootstrap of ``metric(first) − metric(second)`` for two systems' scores
+    of the same trials: each replicate applies the SAME speaker resample
+    (:func:`speaker_resamples`) to both, so the interval of the difference is the paired one
+    the speaker gates use (:func:`speakerops.eval.assess.assess`); ``{name:
+    percentile_interval(...)}`` (``value`` is the difference on the full data). A metric given
+    as a pair of functions applies the first to ``first`` and the second to ``second`` (a
+    figure whose settings depend on the system, e.g. its own ASV operating point)."""
+    a, y = validate_trials(first, labels)
+    b, _ = validate_trials(second, labels)
+    arrays = {k: np.asarray(v) for k, v in (extra or {}).items()}
+    everything = np.arange(a.size)
+    rows = [everything, *speaker_resamples(y, speakers, n_boot, seed)]
+
+    def diff(fn, idx: NDArray) -> float:
+        f1, f2 = fn if isinstance(fn, tuple) else (fn, fn)
+        kw = {k: v[idx] for k, v in arrays.items()}
+        return float(f1(a[idx], y[idx], **kw)) - float(f2(b[idx], y[idx], **kw))
+
+    return {
+        name: percentile_interval([diff(fn, idx) for idx in rows], confidence)
+        for name, fn in metric_fns.items()
     }

@@ -16,20 +16,27 @@ the claimed / enrolled speakers; `evaluate.bootstrap`):
 
 Writes `spoof_eval.json` in `spoof.eval_dir`; items the CM or the encoder cannot score are
 listed there (`failures`) and their trials left out, nothing silently.
+
+:func:`score_pair` gives the per-item scores (kept in memory only) and :func:`pair_report` the
+figures; :func:`paired_difference` compares two pairs scored on the same lists with the paired
+speaker bootstrap (the same resampled speakers for both: the relative gates of the pair,
+:mod:`speakerops.registry.cm_gate`), on the items both could score.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.jsonio import dumps
 from speakerops.data.audio import AudioError
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol, read_sasv_trials
-from speakerops.eval.bootstrap import speaker_bootstrap
+from speakerops.eval.bootstrap import paired_bootstrap, speaker_bootstrap
 from speakerops.eval.embed import embed_files
 from speakerops.eval.metrics import eer_threshold
 from speakerops.eval.scoring import cosine_scores
@@ -61,84 +68,172 @@ def _interval(iv) -> dict[str, float]:
     return {"value": iv.point, "low": iv.low, "high": iv.high}
 
 
-def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path) -> dict:
-    """Score and report (module doc); returns what `spoof_eval.json` holds."""
+@dataclass
+class PairScores:
+    """A speaker encoder + countermeasure scored on the pinned spoof lists."""
+
+    hashes: dict[str, str]
+    cm_threshold: float  # the CM's EER threshold on the calibration split (seen attacks)
+    cm_eval: pd.DataFrame  # cm_eval.csv rows the CM scored, column `score` added
+    trials: (
+        pd.DataFrame
+    )  # SASV trials both could score (list row index), `asv`, `cm`, `enroll_speaker`
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def pair(self) -> np.ndarray:
+        """The cascade: a test the CM scores under its threshold is rejected (−inf)."""
+        return np.where(self.trials["cm"] >= self.cm_threshold, self.trials["asv"], -np.inf)
+
+
+def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: Countermeasure) -> PairScores:
+    """Score the pinned lists of `spoof.out_dir` (each checked against its sha256)."""
     spoof_dir = Path(cfg.spoof.out_dir)
-    boot = cfg.evaluate.bootstrap
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")
     cal, cal_sha = read_cm_protocol(spoof_dir / "cm_calibration.csv")
     ev, ev_sha = read_cm_protocol(spoof_dir / "cm_eval.csv")
     trials, trials_sha = read_sasv_trials(spoof_dir / "sasv_trials_eval.csv")
-    cm = Countermeasure.load(cm_path)
-    encoder = SpeakerEncoder.load(encoder_path)
 
     needed = sorted(set(cal["utt_id"]) | set(ev["utt_id"]))
     scores, failures = cm_scores(cm, manifest.loc[needed, "path"].to_dict())
     cal = cal[cal["utt_id"].isin(scores)]
-    ev = ev[ev["utt_id"].isin(scores)]
     _, cm_threshold = eer_threshold([scores[u] for u in cal["utt_id"]], cal["label"])
+    ev = ev[ev["utt_id"].isin(scores)].assign(score=lambda d: [scores[u] for u in d["utt_id"]])
 
-    # the CM on the unseen attacks, pooled and per attack
-    s_ev = np.array([scores[u] for u in ev["utt_id"]])
-    y_ev = ev["label"].to_numpy().astype(bool)
-    spk_ev = ev["speaker"].to_numpy()
-    n, conf, seed = int(boot.n), float(boot.confidence), int(boot.seed)
-    pooled = speaker_bootstrap(
-        s_ev, y_ev, spk_ev, {"eer": lambda s, y: cm_eer(s, y)}, n, conf, seed
-    )
-    per_attack = {}
-    for attack in sorted(set(ev["attack"]) - {BONAFIDE}):
-        keep = (ev["attack"].isin([BONAFIDE, attack])).to_numpy()
-        iv = speaker_bootstrap(s_ev[keep], y_ev[keep], spk_ev[keep], {"eer": lambda s, y: cm_eer(s, y)},
-                               n, conf, seed)["eer"]  # fmt: skip
-        per_attack[attack] = {**_interval(iv), "n_spoof": int((~y_ev[keep]).sum())}
-
-    # the speaker model alone and the pair on the SASV trials
-    emb = embed_files(encoder, manifest.loc[sorted(set(trials["enroll"]) | set(trials["test"])), "path"].tolist(),
-                      sorted(set(trials["enroll"]) | set(trials["test"])), progress=False)  # fmt: skip
+    utts = sorted(set(trials["enroll"]) | set(trials["test"]))
+    emb = embed_files(encoder, manifest.loc[utts, "path"].tolist(), utts, progress=False)
     failures += list(zip(emb.failed_utt_ids, [r for _, r in emb.failures], strict=True))
     ok = set(emb.utt_ids) & (set(scores) | set(trials["enroll"]))
     trials = trials[
         trials["enroll"].isin(ok) & trials["test"].isin(ok) & trials["test"].isin(scores)
     ]
-    asv = cosine_scores(emb.as_dict(), trials)
-    kinds = trials["kind"].to_numpy()
-    test_cm = np.array([scores[u] for u in trials["test"]])
-    pair = np.where(test_cm >= cm_threshold, asv, -np.inf)
-    point = asv_operating_point(asv, kinds)
-    tdcf = speaker_bootstrap(s_ev, y_ev, spk_ev, {"min_t_dcf": lambda s, y: min_t_dcf(s, y, point, cfg.spoof.metrics.t_dcf)},
-                             n, conf, seed)["min_t_dcf"]  # fmt: skip
-    enroll_spk = manifest.loc[trials["enroll"], "speaker"].to_numpy()
-    target = kinds == "target"
+    trials = trials.assign(
+        asv=cosine_scores(emb.as_dict(), trials),
+        cm=[scores[u] for u in trials["test"]],
+        enroll_speaker=manifest.loc[trials["enroll"], "speaker"].to_numpy(),
+    )
+    hashes = {"cm_calibration": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
+    return PairScores(hashes, float(cm_threshold), ev, trials, failures)
+
+
+def _boot(cfg: DictConfig) -> tuple[int, float, int]:
+    b = cfg.evaluate.bootstrap
+    return int(b.n), float(b.confidence), int(b.seed)
+
+
+def _attacks(ev: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{attack: rows of bona fide + that attack} of the CM eval list."""
+    return {a: ev["attack"].isin([BONAFIDE, a]).to_numpy() for a in sorted(set(ev["attack"]) - {BONAFIDE})}  # fmt: skip
+
+
+def _sasv_fns(cfg: DictConfig) -> dict:
+    return {
+        "sasv_eer": lambda s, y, kinds: sasv_eers(s, kinds)["sasv_eer"],
+        "spf_eer": lambda s, y, kinds: sasv_eers(s, kinds)["spf_eer"],
+        "sv_eer": lambda s, y, kinds: sasv_eers(s, kinds)["sv_eer"],
+        "min_a_dcf": lambda s, y, kinds: min_a_dcf(s, kinds, cfg.spoof.metrics.a_dcf),
+    }
+
+
+def _t_dcf(cfg: DictConfig, ps: PairScores):
+    point = asv_operating_point(ps.trials["asv"].to_numpy(), ps.trials["kind"].to_numpy())
+    return point, lambda s, y: min_t_dcf(s, y, point, cfg.spoof.metrics.t_dcf)
+
+
+def pair_report(cfg: DictConfig, ps: PairScores) -> dict:
+    """The figures of one pair with speaker-bootstrap intervals (module doc)."""
+    n, conf, seed = _boot(cfg)
+    ev = ps.cm_eval
+    s_ev, y_ev, spk_ev = (
+        ev["score"].to_numpy(),
+        ev["label"].to_numpy().astype(bool),
+        ev["speaker"].to_numpy(),
+    )
+    eer = {"eer": lambda s, y: cm_eer(s, y)}
+    pooled = speaker_bootstrap(s_ev, y_ev, spk_ev, eer, n, conf, seed)
+    per_attack = {}
+    for attack, keep in _attacks(ev).items():
+        iv = speaker_bootstrap(s_ev[keep], y_ev[keep], spk_ev[keep], eer, n, conf, seed)["eer"]
+        per_attack[attack] = {**_interval(iv), "n_spoof": int((~y_ev[keep]).sum())}
+    point, t_dcf = _t_dcf(cfg, ps)
+    tdcf = speaker_bootstrap(s_ev, y_ev, spk_ev, {"t": t_dcf}, n, conf, seed)["t"]
+    kinds = ps.trials["kind"].to_numpy()
+    target, spk = kinds == "target", ps.trials["enroll_speaker"].to_numpy()
 
     def sasv(system: np.ndarray) -> dict:
-        fns = {
-            "sasv_eer": lambda s, y, kinds: sasv_eers(s, kinds)["sasv_eer"],
-            "spf_eer": lambda s, y, kinds: sasv_eers(s, kinds)["spf_eer"],
-            "sv_eer": lambda s, y, kinds: sasv_eers(s, kinds)["sv_eer"],
-            "min_a_dcf": lambda s, y, kinds: min_a_dcf(s, kinds, cfg.spoof.metrics.a_dcf),
-        }
         out = speaker_bootstrap(
-            system, target, enroll_spk, fns, n, conf, seed, extra={"kinds": kinds}
+            system, target, spk, _sasv_fns(cfg), n, conf, seed, extra={"kinds": kinds}
         )
         return {k: _interval(v) for k, v in out.items()}
 
-    report = {
-        "encoder": str(encoder_path),
-        "countermeasure": str(cm_path),
-        "hashes": {"cm_calibration": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha},
+    return {
+        "hashes": dict(ps.hashes),
         "cm": {
-            "threshold": cm_threshold,
+            "threshold": ps.cm_threshold,
             "eer_unseen": _interval(pooled["eer"]),
             "eer_per_attack": per_attack,
             "min_t_dcf": _interval(tdcf),
             "asv_operating_point": point,
         },
-        "speaker_alone": sasv(asv),
-        "pair": sasv(pair),
+        "speaker_alone": sasv(ps.trials["asv"].to_numpy()),
+        "pair": sasv(ps.pair),
         "n_trials": {k: int((kinds == k).sum()) for k in ("target", "nontarget", "spoof")},
-        "failures": [{"utt_id": u, "reason": r} for u, r in failures],
-        "bootstrap": OmegaConf.to_container(boot, resolve=True),
+        "failures": [{"utt_id": u, "reason": r} for u, r in ps.failures],
+        "bootstrap": OmegaConf.to_container(cfg.evaluate.bootstrap, resolve=True),
+    }
+
+
+def paired_difference(cfg: DictConfig, first: PairScores, second: PairScores) -> dict:
+    """first − second for every figure of :func:`pair_report` (same keys), each with its paired
+    speaker-bootstrap interval, on the items and trials both pairs could score."""
+    if first.hashes != second.hashes:
+        raise ValueError(f"paired difference: the pairs were scored on different spoof lists ({first.hashes} vs {second.hashes})")  # fmt: skip
+    n, conf, seed = _boot(cfg)
+    a = first.cm_eval.set_index("utt_id")
+    b = second.cm_eval.set_index("utt_id")
+    common = a.index.intersection(b.index)
+    a, b = a.loc[common].reset_index(), b.loc[common].reset_index()
+    y, spk = a["label"].to_numpy().astype(bool), a["speaker"].to_numpy()
+    sa, sb = a["score"].to_numpy(), b["score"].to_numpy()
+    eer = {"eer": lambda s, y: cm_eer(s, y)}
+    cm = {"eer_unseen": paired_bootstrap(sa, sb, y, spk, eer, n, conf, seed)["eer"]}
+    cm["eer_per_attack"] = {
+        attack: paired_bootstrap(sa[k], sb[k], y[k], spk[k], eer, n, conf, seed)["eer"]
+        for attack, k in _attacks(a).items()
+    }
+    both = first.trials.index.intersection(second.trials.index)
+    fa, fb = _subset(first, both), _subset(second, both)
+    t_dcf = {"t": (_t_dcf(cfg, fa)[1], _t_dcf(cfg, fb)[1])}
+    cm["min_t_dcf"] = paired_bootstrap(sa, sb, y, spk, t_dcf, n, conf, seed)["t"]
+    kinds = fa.trials["kind"].to_numpy()
+    target, tspk = kinds == "target", fa.trials["enroll_speaker"].to_numpy()
+
+    def sasv(x: np.ndarray, z: np.ndarray) -> dict:
+        return paired_bootstrap(
+            x, z, target, tspk, _sasv_fns(cfg), n, conf, seed, extra={"kinds": kinds}
+        )
+
+    return {
+        "hashes": dict(first.hashes),
+        "cm": cm,
+        "speaker_alone": sasv(fa.trials["asv"].to_numpy(), fb.trials["asv"].to_numpy()),
+        "pair": sasv(fa.pair, fb.pair),
+        "n_items": {"cm_eval": int(len(common)), "sasv_trials": int(len(both))},
+    }
+
+
+def _subset(ps: PairScores, rows: pd.Index) -> PairScores:
+    return PairScores(ps.hashes, ps.cm_threshold, ps.cm_eval, ps.trials.loc[rows], ps.failures)
+
+
+def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path) -> dict:
+    """Score and report (module doc); returns what `spoof_eval.json` holds."""
+    cm = Countermeasure.load(cm_path)
+    encoder = SpeakerEncoder.load(encoder_path)
+    report = {
+        "encoder": str(encoder_path),
+        "countermeasure": str(cm_path),
+        **pair_report(cfg, score_pair(cfg, encoder, cm)),
     }
     out = Path(cfg.spoof.eval_dir)
     out.mkdir(parents=True, exist_ok=True)

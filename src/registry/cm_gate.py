@@ -10,8 +10,12 @@ scored on different lists):
   interval bound ``use`` selects; ``cm.eer_attack`` is one check per unseen attack
   (``cm.eer_attack[A06].max``), so a refusal names the attack;
 * the countermeasure must help: the pair's SASV-EER below the speaker model's alone;
-* relative gates against the champion pair (same list hashes): candidate point <= champion
-  point + margin, per attack for ``cm.eer_attack``.
+* relative gates against the champion pair (same list hashes), decided on the paired
+  speaker-bootstrap interval of d = candidate − champion (the same resampled speakers for both,
+  :func:`speakerops.eval.spoof_eval.paired_difference`), like the speaker gates:
+  non-inferiority, upper bound of d <= margin (lower bound >= −margin when higher is better),
+  per attack for ``cm.eer_attack``. Without the paired difference (two reports alone carry no
+  scores) the relative gates fail closed and say what to run.
 """
 
 from __future__ import annotations
@@ -58,27 +62,43 @@ def _absolute(gate: AbsoluteGate, report: Mapping[str, Any]) -> list[dict]:
     return rows
 
 
-def _relative(gate: RelativeGate, cand: Mapping[str, Any], champ: Mapping[str, Any]) -> list[dict]:
+def _relative(
+    gate: RelativeGate, cand: Mapping[str, Any], champ: Mapping[str, Any], diff: Mapping[str, Any] | None
+) -> list[dict]:
     rows = []
     theirs = _figures(champ, gate.metric)
+    paired = _figures(diff, gate.metric) if diff is not None else {}
     for suffix, iv in _figures(cand, gate.metric).items():
         name = f"{gate.metric}{suffix}.vs_champion"
-        ref = theirs.get(suffix)
+        ref, d = theirs.get(suffix), paired.get(suffix)
         if iv is None or ref is None:
             rows.append(_row(name, None, gate.margin, False, f"{gate.metric}{suffix}: missing in a report"))
             continue
-        d = float(iv["value"]) - float(ref["value"])
-        ok = -d <= gate.margin if gate.higher_is_better else d <= gate.margin
-        rows.append(_row(name, d, gate.margin, bool(ok),
+        if d is None or not all(math.isfinite(float(d.get(k, math.nan))) for k in ("low", "high")):
+            rows.append(_row(name, None, gate.margin, False,
+                             f"{gate.metric}{suffix}: no paired speaker-bootstrap interval of "
+                             "candidate − champion (promote the pair with `speakerops promote`, "
+                             "which scores both pairs on the same lists)"))  # fmt: skip
+            continue
+        bound = -float(d["low"]) if gate.higher_is_better else float(d["high"])
+        ok = bound <= gate.margin
+        side = "lower" if gate.higher_is_better else "upper"
+        rows.append(_row(name, float(d["value"]), gate.margin, bool(ok),
                          f"{gate.metric}{suffix}: candidate {iv['value']:.4f} vs champion "
-                         f"{ref['value']:.4f} (difference {d:+.4f}, margin {gate.margin})"))  # fmt: skip
+                         f"{ref['value']:.4f}, paired difference {float(d['value']):+.4f} "
+                         f"[{float(d['low']):+.4f}, {float(d['high']):+.4f}], {side} bound "
+                         f"must be within margin {gate.margin}"))  # fmt: skip
     return rows
 
 
 def pair_verdict(
-    policy: Policy, candidate: Mapping[str, Any], champion: Mapping[str, Any] | None = None
+    policy: Policy,
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None = None,
+    difference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The verdict (module doc): ``passed``, ``checks`` and the ``refused`` check names."""
+    """The verdict (module doc): ``passed``, ``checks`` and the ``refused`` check names.
+    ``difference``: candidate − champion with paired intervals (same keys as a report)."""
     if not policy.cm_absolute:
         raise ValueError(f"{policy.path}: no `countermeasure.absolute` gates to apply")
     rows = [r for g in policy.cm_absolute for r in _absolute(g, candidate)]
@@ -90,11 +110,13 @@ def pair_verdict(
         rows.append(_row("pair.helps", d, 0.0, d < 0,
                          f"SASV-EER pair {pair['value']:.4f} vs speaker model alone {alone['value']:.4f}"))  # fmt: skip
     if champion is not None:
-        if candidate.get("hashes") != champion.get("hashes"):
+        if candidate.get("hashes") != champion.get("hashes") or (
+            difference is not None and difference.get("hashes") != candidate.get("hashes")
+        ):
             rows.append(_row("lists.same", None, 0.0, False,
                              "candidate and champion were evaluated on different spoof lists"))  # fmt: skip
         else:
-            rows += [r for g in policy.cm_relative for r in _relative(g, candidate, champion)]
+            rows += [r for g in policy.cm_relative for r in _relative(g, candidate, champion, difference)]
     refused = [r["check"] for r in rows if not r["passed"]]
     return {"passed": not refused, "checks": rows, "refused": refused, "policy": policy.summary()}
 
