@@ -14,20 +14,35 @@ from speakerops.cli.base import Call, _print_json, command
     "spoof.out_dir (attack-disjoint splits, CM protocols, SASV trial lists, hashes); "
     "evaluate: CM EER / min t-DCF on the unseen attacks, SASV-EER / a-DCF of the speaker model "
     "alone and with the countermeasure -> spoof.eval_dir/spoof_eval.json; gate: the pair "
-    "against register.policy's countermeasure gates (and a champion pair), exit 1 refused",
-    actions=("prepare", "evaluate", "gate"),
+    "against register.policy's countermeasure gates (and a champion pair), exit 1 refused; "
+    "register: the countermeasure as a version of register.cm_model_name paired with a "
+    "registered speaker version (lineage both ways, alias challenger; `promote` then gates and "
+    "moves the pair together)",
+    actions=("prepare", "evaluate", "gate", "register"),
     options={
         "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",
         "champion": "gate: the champion pair's spoof_eval.json (optional: relative gates)",
-        "difference": "gate: candidate − champion with paired intervals (pair_difference.json "
-        "of `speakerops promote`); without it the relative gates refuse",
+        "difference": "gate: candidate − champion with paired intervals (the pair.json of a "
+        "`speakerops promote`); without it the relative gates refuse",
         "encoder": "the speaker encoder file (default spoof.evaluate.encoder)",
         "cm": "the countermeasure file (default spoof.evaluate.countermeasure)",
+        "speaker": "register: the speaker version it pairs with (models:/speaker-encoder/<N>)",
     },
 )
 def cmd_spoof(call: Call, cfg: DictConfig) -> int:
     if call.action == "gate":
         return _gate(call, cfg)
+    if call.action == "register":
+        from speakerops.registry.pair import register_countermeasure
+
+        if "speaker" not in call.options:
+            raise ValueError(
+                "spoof register: speaker=models:/<name>/<N> is required (the speaker version "
+                "this countermeasure pairs with)"
+            )
+        cm = call.options.get("cm", cfg.spoof.evaluate.countermeasure)
+        _print_json(register_countermeasure(cfg, cm, call.options["speaker"]))
+        return 0
     if call.action == "evaluate":
         from speakerops.eval.spoof_eval import evaluate_pair
 
@@ -60,10 +75,18 @@ def _gate(call: Call, cfg: DictConfig) -> int:
         load_policy(cfg.register.policy),
         json.loads(candidate.read_text()),
         json.loads(Path(champion).read_text()) if champion else None,
-        json.loads(Path(difference).read_text()) if difference else None,
+        _difference(Path(difference)) if difference else None,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "pair_gate.md").write_text(report_markdown(verdict))
     (out / "pair_gate.json").write_text(json.dumps(verdict, indent=2, default=str))
     print(report_markdown(verdict))
     return 0 if verdict["passed"] else 1
+
+
+def _difference(path) -> dict:
+    """The paired difference: a `pair.json` of `promote` (its `difference`) or the bare dict."""
+    import json
+
+    data = json.loads(path.read_text())
+    return data.get("difference") or {} if "cm" not in data else data

@@ -231,6 +231,7 @@ RULES: dict[str, Rule] = {
     "evaluate.bootstrap.seed": SEED,
     "evaluate.bootstrap.confidence": FRACTION,
     "register.model_name": TEXT,
+    "register.cm_model_name": TEXT,
     "register.policy": TEXT,
     "register.audit_log": TEXT,
     "register.lock_url": OPTIONAL_TEXT,

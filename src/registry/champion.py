@@ -76,9 +76,12 @@ def record_promotion(
     out: Path,
     context: dict,
     model_tags: dict[str, str] | None = None,
+    pair: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MLflow artifacts + tags, alias move on pass, champion history, audit record: one
-    journaled transaction (:mod:`speakerops.registry.journal`)."""
+    journaled transaction (:mod:`speakerops.registry.journal`). ``pair``: the countermeasures
+    of a pair promotion (:func:`speakerops.registry.pair.pair_checks`); the candidate's CM
+    alias ``champion`` moves with the speaker model's."""
     name, version = cand.name, str(cand.version)
     passed = verdict["passed"]
     before = str(champ.version) if champ is not None else None
@@ -125,6 +128,14 @@ def record_promotion(
         "ci": {k: v for k, v in context.items() if k not in ("timestamp", "user")} or None,
     }
     model_tags = dict(model_tags or {})
+    pair_fields = _pair_fields(client, pair, passed, tags)
+    if pair is not None:
+        record["countermeasure"] = {
+            "model_name": pair["model_name"],
+            "candidate_version": (pair.get("candidate") or {}).get("version"),
+            "champion_before": pair_fields.get("pair_alias_before"),
+            "champion_after": pair_fields.get("pair_alias_after") or pair_fields.get("pair_alias_before"),
+        }
     txn = journal.Transaction(
         action=verdict["action"],
         model_name=name,
@@ -143,8 +154,27 @@ def record_promotion(
             if cand.run_id
             else None
         ),
+        **pair_fields,
     )
     return journal.apply(cfg, client, txn)
+
+
+def _pair_fields(client, pair: dict | None, passed: bool, tags: dict[str, str]) -> dict:
+    """The transaction's countermeasure part: its alias move (on pass) and its version's tags
+    (the same ``promotion.*`` / ``gate`` tags as the speaker version)."""
+    if pair is None or not pair.get("candidate"):
+        return {}  # no countermeasure of the candidate to move or tag
+    name, version = pair["model_name"], str(pair["candidate"]["version"])
+    before = current_champion(client, name)
+    before = str(before.version) if before is not None else None
+    old = client.get_model_version(name, version).tags
+    return {
+        "pair_model": name,
+        "pair_alias_before": before,
+        "pair_alias_after": version if passed else None,
+        "pair_version_tags": {version: dict(tags)},
+        "pair_version_tags_before": {version: {k: old.get(k) for k in tags}},
+    }
 
 
 def record_error(
@@ -227,6 +257,13 @@ def _rollback_locked(
         "ci": audit.ci_context() or None,
     }
     old_tags = model_version(client, name, current, None).tags
+    pair = _rollback_pair(client, old_tags, model_version(client, name, target, None).tags)
+    if pair:
+        record["countermeasure"] = {
+            "model_name": pair["pair_model"],
+            "champion_before": pair["pair_alias_before"],
+            "champion_after": pair["pair_alias_after"] or None,
+        }
     key = "promotion.rolled_back"
     txn = journal.Transaction(
         action="rollback",
@@ -239,5 +276,22 @@ def _rollback_locked(
         history_after=history,
         version_tags={current: {key: record["timestamp"]}},
         version_tags_before={current: {key: old_tags.get(key)}},
+        **pair,
     )
     return journal.apply(cfg, client, txn)
+
+
+def _rollback_pair(client, current_tags: dict, target_tags: dict) -> dict:
+    """A rollback moves the countermeasure's alias with the speaker model's: to the target's
+    countermeasure, or off (the target was a speaker model alone)."""
+    from speakerops.registry.pair import CM_MODEL_TAG, CM_VERSION_TAG
+
+    cm = target_tags.get(CM_MODEL_TAG) or current_tags.get(CM_MODEL_TAG)
+    if not cm:
+        return {}
+    before = current_champion(client, cm)
+    before = str(before.version) if before is not None else None
+    after = target_tags.get(CM_VERSION_TAG) or journal.NO_ALIAS
+    if (before or journal.NO_ALIAS) == after:
+        return {}
+    return {"pair_model": cm, "pair_alias_before": before, "pair_alias_after": after}

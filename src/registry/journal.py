@@ -17,6 +17,12 @@ tag it may have set is restored to the value the journal recorded = *rolled back
 artifacts already copied to the run stay there, inert; the rollback's audit record names them).
 Either way one audit record (``action: recover``) says what was done.
 
+A speaker model promoted with its countermeasure (:mod:`speakerops.registry.pair`) is one
+transaction too: the countermeasure's registered model (``pair_model``) gets its ``champion``
+alias moved with the speaker model's, before the commit point (in the ``model-tags`` step, and
+again, idempotently, when rolled forward), and its version's tags; a roll back restores its
+alias and tags as well, so both aliases move together or neither does.
+
 Fault injection (the kill-safety tests and ``bench/chaos.py``): with
 ``SPEAKEROPS_FAULT_KILL_AT=<step>`` in the environment, the process SIGKILLs itself right after
 the named step (:func:`fault_point`; the steps are :data:`STEPS`). Nothing else reads it.
@@ -41,6 +47,7 @@ from speakerops.registry.lock import state_path
 
 FAULT_ENV = "SPEAKEROPS_FAULT_KILL_AT"
 HISTORY_TAG = "champion_history"
+NO_ALIAS = ""  # pair_alias_after: the countermeasure's alias is removed (a rollback to a speaker model alone)
 # every point of a promotion where a kill is tried (after the named step)
 STEPS = (
     "champion-read",  # promote: the champion read under the lock
@@ -85,6 +92,12 @@ class Transaction:
     version_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     version_tags_before: dict[str, dict[str, str | None]] = field(default_factory=dict)
     artifacts: dict[str, str] | None = None  # run_id, local_dir, artifact_path
+    # the countermeasure promoted with the speaker model (None: a speaker model alone)
+    pair_model: str | None = None
+    pair_alias_before: str | None = None
+    pair_alias_after: str | None = None  # None: its alias does not move; NO_ALIAS: removed
+    pair_version_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    pair_version_tags_before: dict[str, dict[str, str | None]] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: str = field(default_factory=audit.utc_now)
     user: str = field(default_factory=audit.current_user)
@@ -142,6 +155,7 @@ def apply(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
     fault_point("artifacts")
     for key, value in txn.model_tags.items():
         client.set_registered_model_tag(txn.model_name, key, value)
+    _pair_alias(client, txn)
     fault_point("model-tags")
     written = _forward(cfg, client, txn)
     _clear(path)
@@ -152,6 +166,7 @@ def apply(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
 def _forward(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
     """The steps from the commit point on; each one idempotent (a roll forward redoes them)."""
     name = txn.model_name
+    _pair_alias(client, txn)
     if txn.alias_after is not None:
         client.set_registered_model_alias(name, CHAMPION, txn.alias_after)
     fault_point("alias")
@@ -161,6 +176,9 @@ def _forward(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
     for version, tags in txn.version_tags.items():
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
+    for version, tags in txn.pair_version_tags.items():
+        for key, value in tags.items():
+            client.set_model_version_tag(txn.pair_model, version, key, value)
     fault_point("version-tags")
     log = audit.audit_log_path(cfg)
     written = audit.find_record(log, "txn", txn.id)
@@ -174,6 +192,19 @@ def _forward(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
     audit.anchor_head(client, name, written)
     fault_point("audit-anchor")
     return written
+
+
+def _pair_alias(client, txn: Transaction) -> None:
+    """Move the countermeasure's alias with the speaker model's (idempotent)."""
+    if txn.pair_model is None or txn.pair_alias_after is None:
+        return
+    if txn.pair_alias_after != NO_ALIAS:
+        client.set_registered_model_alias(txn.pair_model, CHAMPION, txn.pair_alias_after)
+        return
+    try:
+        client.delete_registered_model_alias(txn.pair_model, CHAMPION)
+    except MlflowException:
+        pass  # already removed
 
 
 def _has_audit_tag(client, name: str, version: str, txn_id: str) -> bool:
@@ -210,6 +241,22 @@ def _back(client, txn: Transaction) -> None:
             lambda: client.delete_registered_model_tag(name, HISTORY_TAG),
             txn.history_before,
         )
+    cm = txn.pair_model
+    if cm is None:
+        return
+    for version, tags in txn.pair_version_tags_before.items():
+        for key, old in tags.items():
+            _restore(
+                lambda v, _k=key, _ver=version: client.set_model_version_tag(cm, _ver, _k, v),
+                lambda _k=key, _ver=version: client.delete_model_version_tag(cm, _ver, _k),
+                old,
+            )
+    if txn.pair_alias_after is not None:
+        _restore(
+            lambda v: client.set_registered_model_alias(cm, CHAMPION, v),
+            lambda: client.delete_registered_model_alias(cm, CHAMPION),
+            txn.pair_alias_before,
+        )
 
 
 def _restore(set_value, delete, old: str | None) -> None:
@@ -244,6 +291,16 @@ def recover(cfg: Any, client, model_name: str) -> dict[str, Any] | None:
             f"v{txn.alias_before} or v{txn.alias_after}, found v{found}: it was moved by hand; "
             "check the registry against the audit log, then remove the file"
         )
+    if txn.pair_model is not None:
+        cm_found = _alias(client, txn.pair_model)
+        after = NO_ALIAS if txn.pair_alias_after == NO_ALIAS else txn.pair_alias_after
+        if (cm_found or NO_ALIAS) not in ((txn.pair_alias_before or NO_ALIAS), after):
+            raise JournalError(
+                f"{path}: interrupted {txn.action} (journal {txn.id}) expected alias {CHAMPION} "
+                f"of {txn.pair_model} at v{txn.pair_alias_before} or v{txn.pair_alias_after}, "
+                f"found v{cm_found}: it was moved by hand; check the registry against the "
+                "audit log, then remove the file"
+            )
     logged = audit.find_record(log, "txn", txn.id) is not None
     committed = logged or (txn.alias_after is not None and found == txn.alias_after)
     subject = f"{txn.action} of v{txn.record.get('candidate_version')}"
@@ -257,6 +314,8 @@ def recover(cfg: Any, client, model_name: str) -> dict[str, Any] | None:
         outcome = "rolled back"
         after = txn.alias_before
         what = f"undone: alias {CHAMPION} stays at v{after}, tags restored"
+        if txn.pair_model is not None:
+            what += f" ({txn.pair_model} stays at v{txn.pair_alias_before})"
         if txn.artifacts:
             what += f" (report artifacts left, inert, at {txn.artifacts['artifact_path']})"
     record = audit.record(
@@ -283,6 +342,7 @@ def recover(cfg: Any, client, model_name: str) -> dict[str, Any] | None:
 
 __all__ = [
     "FAULT_ENV",
+    "NO_ALIAS",
     "STEPS",
     "JournalError",
     "Transaction",

@@ -23,6 +23,10 @@ Promotion of ``models:/<name>/<version>``:
    transaction (:mod:`speakerops.registry.journal`); an interrupted one is finished or undone
    by the next promote, gate or rollback before anything else.
 
+A candidate or champion registered with a countermeasure (:mod:`speakerops.registry.pair`) is
+gated as a pair too (`pair.json`; the policy's `countermeasure:` gates, relative ones on paired
+intervals), and the countermeasure's ``champion`` alias moves in the same transaction, or not.
+
 Exit codes: :data:`EXIT_PASS` 0, :data:`EXIT_REFUSED` 1 (a gate or precondition refused),
 :data:`EXIT_ERROR` 2 (the promotion could not be evaluated: bad URI, missing files, …).
 
@@ -59,6 +63,7 @@ from speakerops.registry.champion import (
 from speakerops.registry.lock import promotion_lock
 from speakerops.registry.policy_pin import check_policy, commit_tags
 from speakerops.registry.package import load_encoder
+from speakerops.registry.pair import pair_checks
 from speakerops.registry.report import write_report
 from speakerops.registry.verdict import (
     calibration_precondition,
@@ -113,7 +118,7 @@ def _prepare_out_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in ("verdict.json", "report.md", "det.png", "calibration.png", "bias_*.png"):
+    for pattern in ("verdict.json", "report.md", "pair.json", "det.png", "calibration.png", "bias_*.png"):
         for f in out.glob(pattern):
             f.unlink()
     return out
@@ -133,13 +138,13 @@ def _model_info(mv) -> dict[str, Any]:
 
 
 def _score(uri: str, manifest, trials, progress: bool, store: str, keyring: Keyring):
-    """(scores, LLRs or None, scorer description, calibration dict) of a packaged model."""
+    """(scores, LLRs or None, scorer description, calibration dict, encoder) of a packaged model."""
     encoder = load_encoder(uri, tracking_uri=store)
     scorer = Scorer.from_encoder(encoder, keyring)
     batch = embed_split(encoder, manifest, trials.utterances, f"embedding with {uri}", progress)
     scores, llrs = system_scores(scorer, batch.as_dict(), trials)
     cal = encoder.extras.get("calibration")
-    return scores, llrs, scorer.normalization.describe(), cal
+    return scores, llrs, scorer.normalization.describe(), cal, encoder
 
 
 def _figure_table(assessment) -> dict[str, dict[str, float]]:
@@ -220,19 +225,22 @@ def _promote_locked(
     if all(c["passed"] for c in checks):
         systems = {}
         info = {}
-        cand_scores, cand_llrs, cand_desc, cand_cal = _score(
+        encoders = {}
+        cand_scores, cand_llrs, cand_desc, cand_cal, encoders["candidate"] = _score(
             registered_model_uri(name, version), manifest, trials, progress, store, keyring
         )
         systems[cand_label] = (cand_scores, cand_llrs)
         info["candidate"] = {"scoring": cand_desc, "calibration": cand_cal}
         checks.append(calibration_precondition(version, cand_cal, cand_llrs is not None))
         if champ is not None:
-            ch_scores, ch_llrs, ch_desc, ch_cal = _score(
+            ch_scores, ch_llrs, ch_desc, ch_cal, encoders["champion"] = _score(
                 registered_model_uri(name, champ.version), manifest, trials, progress, store, keyring
             )
             systems[champ_label] = (ch_scores, ch_llrs)
             info["champion"] = {"scoring": ch_desc, "calibration": ch_cal}
         results, diff = assess(trials, systems, settings)
+        pair_rows, pair = pair_checks(cfg, policy, client, cand, champ, encoders)
+        checks += pair_rows
         c = results[cand_label]
         h = results.get(champ_label) if champ_label else None
         v = promotion_verdict(
@@ -252,11 +260,15 @@ def _promote_locked(
         }
         verdict["bias"] = {"candidate": c.bias, "champion": h.bias if h else None}
         verdict["plots"] = _plots(out, results, trials, settings, cand_label, champ_label)
+        verdict["pair"] = _pair_summary(pair)
+        if pair is not None:
+            (out / "pair.json").write_text(dumps(pair))
     else:
         v = promotion_verdict(policy, checks)
         verdict["figures"] = None
         verdict["bias"] = None
         verdict["models"] = None
+        pair = verdict["pair"] = None
     verdict |= outcome(v, version, str(champ.version) if champ else None, dry_run)
     (out / "verdict.json").write_text(dumps(verdict))
 
@@ -270,8 +282,17 @@ def _promote_locked(
     record = None
     if not dry_run:
         commit = commit_tags(policy) if pin.get("first_use") else {}
-        record = record_promotion(cfg, client, verdict, cand, champ, out, context, commit)
+        record = record_promotion(cfg, client, verdict, cand, champ, out, context, commit, pair)
     return PromotionResult(verdict, out, EXIT_PASS if v.passed else EXIT_REFUSED, record)
+
+
+def _pair_summary(pair: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pair in verdict.json: which countermeasure versions, what was refused (the figures
+    are in pair.json)."""
+    if pair is None:
+        return None
+    side = {k: ({"version": v["version"], "uri": v["uri"]} if v else None) for k, v in pair.items() if k in ("candidate", "champion")}  # fmt: skip
+    return {"model_name": pair["model_name"], **side, "refused": pair.get("refused")}
 
 
 def _plots(out: Path, results, trials, settings, cand_label, champ_label) -> dict[str, str]:
@@ -323,8 +344,11 @@ def summary_lines(verdict: dict[str, Any]) -> list[str]:
         f"promotion {'PASSED' if verdict['passed'] else 'REFUSED'}: {cand['name']} "
         f"v{cand['version']} vs champion {('v' + champ['version']) if champ else '(none)'}"
     )
+    pair = verdict.get("pair") or {}
     if verdict["passed"] and not verdict.get("dry_run"):
         head += f"; alias champion moved to v{cand['version']}"
+        if pair.get("candidate"):
+            head += f" and {pair['model_name']} v{pair['candidate']['version']}"
     elif verdict.get("dry_run"):
         head += " (dry run: nothing changed)"
     lines = [head]

@@ -1,0 +1,202 @@
+"""A speaker model and its countermeasure registered as a pair (lineage both ways, aliases)
+and promoted together through the real `speakerops spoof register` / `promote` / `rollback`
+on a real MLflow store: the first pair becomes champion on both models; a speaker model
+without a countermeasure is refused against a champion pair, saying what to run; a candidate
+pair whose countermeasure lets the replay attack through is refused naming it, the champion
+pair kept; a promotion SIGKILLed between the two alias moves leaves both as they were."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .pair_world import fisher_countermeasure, pair_world, save_cm
+from .promote_world import cli, lda_encoder, register_model
+
+BIN = Path(sys.executable).parent
+SPK, CM = "speaker-encoder", "spoof-countermeasure"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import torch
+
+    from speakerops.core.config import compose
+
+    root = tmp_path_factory.mktemp("pair")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params, _ = pair_world(root)
+        cfg = compose([], str(params))
+        good = save_cm(
+            fisher_countermeasure(cfg), root / "cm" / "good" / "countermeasure.safetensors"
+        )
+        leaky = save_cm(fisher_countermeasure(cfg, ("A06",)), root / "cm" / "leaky" / "countermeasure.safetensors")  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "params": str(params), "cfg": cfg, "good": good, "leaky": leaky}
+
+
+def aliases(root: Path) -> tuple[str | None, str | None]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'registry' / 'mlflow.db'}")
+    return tuple(
+        (lambda a: str(a["champion"]) if "champion" in a else None)(client.get_registered_model(n).aliases)
+        for n in (SPK, CM)
+    )  # fmt: skip
+
+
+def tags(root: Path, name: str, version: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    return (
+        MlflowClient(f"sqlite:///{root / 'registry' / 'mlflow.db'}")
+        .get_model_version(name, version)
+        .tags
+    )
+
+
+RUNS = iter(range(1000))
+
+
+def promote(world: dict, version: str, *extra: str) -> tuple[int, dict, str, Path]:
+    """`speakerops promote` in process: (exit code, verdict.json, console + report.md, folder)."""
+    out = world["root"] / "out" / f"{next(RUNS)}-v{version}"
+    rc, stdout, err = cli("promote", "--config", world["params"], "--candidate",
+                          f"models:/{SPK}/{version}", "--out", str(out), *extra)  # fmt: skip
+    verdict = (
+        json.loads((out / "verdict.json").read_text()) if (out / "verdict.json").is_file() else {}
+    )
+    report = (out / "report.md").read_text() if (out / "report.md").is_file() else ""
+    return rc, verdict, stdout + err + report, out
+
+
+def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None:
+    root, params = world["root"], world["params"]
+    rc, out, err = cli(
+        "spoof", "register", "--config", params, f"cm={world['good']}", f"speaker=models:/{SPK}/1"
+    )
+    assert rc == 0, out + err
+    reg = json.loads((root / "artifacts" / "register" / "registered_cm.json").read_text())
+    assert reg["model_uri"] == f"models:/{CM}/1" and reg["aliases"] == ["challenger"]
+    cm_tags, spk_tags = tags(root, CM, "1"), tags(root, SPK, "1")
+    assert (cm_tags["pair.speaker_model"], cm_tags["pair.speaker_version"]) == (
+        SPK,
+        "1",
+    )  # lineage both ways
+    assert (spk_tags["pair.countermeasure_model"], spk_tags["pair.countermeasure_version"]) == (
+        CM,
+        "1",
+    )
+    from speakerops.core.jsonio import sha256_file
+
+    assert cm_tags["cm_sha256"] == sha256_file(world["good"])
+    # a paired version stays paired
+    rc, out, err = cli(
+        "spoof", "register", "--config", params, f"cm={world['leaky']}", f"speaker=models:/{SPK}/1"
+    )
+    assert rc == 2 and "already paired with spoof-countermeasure v1" in err, out + err
+
+    # the first pair: absolute gates only; both aliases move
+    rc, verdict, text, out_dir = promote(world, "1")
+    assert rc == 0, text
+    assert aliases(root) == ("1", "1")
+    assert verdict["pair"]["candidate"]["version"] == "1" and verdict["pair"]["refused"] == []
+    gates = {c["gate"] for c in verdict["checks"]}
+    assert {"cm.eer_unseen.max", "pair.sasv_eer.max", "pair.helps"} <= gates
+    assert "and spoof-countermeasure v1" in text  # the console line names both aliases
+    assert tags(root, CM, "1")["gate"] == "passed"
+    records = [
+        json.loads(line) for line in (root / "registry" / "audit.jsonl").read_text().splitlines()
+    ]
+    assert records[-1]["countermeasure"] == {"model_name": CM, "candidate_version": "1",
+                                             "champion_before": None, "champion_after": "1"}  # fmt: skip
+
+    # a speaker model without a countermeasure against the champion pair: refused, what to run
+    rc, verdict, text, out_dir = promote(world, "2")
+    assert rc == 1 and aliases(root) == ("1", "1"), text
+    row = next(c for c in verdict["checks"] if c["gate"] == "pair.candidate_countermeasure")
+    assert (
+        not row["passed"]
+        and "speakerops spoof register" in row["reason"]
+        and f"models:/{SPK}/2" in row["reason"]
+    )
+
+    # its countermeasure lets the replay attack (A06, never seen in training) through: refused,
+    # the report names the attack, the champion pair stays
+    rc, out, err = cli(
+        "spoof", "register", "--config", params, f"cm={world['leaky']}", f"speaker=models:/{SPK}/2"
+    )
+    assert rc == 0, out + err
+    rc, verdict, text, out_dir = promote(world, "2")
+    assert rc == 1 and aliases(root) == ("1", "1"), text
+    assert [c["gate"] for c in verdict["checks"] if not c["passed"]] == [
+        "cm.eer_attack[A06].vs_champion"
+    ]
+    row = next(c for c in verdict["checks"] if c["gate"] == "cm.eer_attack[A06].vs_champion")
+    assert row["value"] > 0.3 and "paired difference" in row["reason"]
+    assert "cm.eer_attack[A06].vs_champion" in (out_dir / "report.md").read_text()
+    pair = json.loads((out_dir / "pair.json").read_text())
+    d = pair["difference"]["cm"]["eer_per_attack"]
+    assert d["A06"]["low"] > 0.05 and d["A03"]["high"] <= 0.05  # paired intervals, per attack
+    assert tags(root, CM, "2")["gate"] == "refused" and tags(root, SPK, "2")["gate"] == "refused"
+
+
+def test_a_crash_between_the_two_alias_moves_leaves_both_as_before(world: dict) -> None:
+    root, params, cfg = world["root"], world["params"], world["cfg"]
+    if aliases(root) != ("1", "1"):
+        pytest.skip("needs the champion pair of the test before")
+    import torch
+
+    from speakerops.data.manifest import read_manifest
+
+    torch.set_num_threads(1)
+    register_model(
+        cfg, lda_encoder(read_manifest(root / "prepared" / "manifest.csv"), seed=2), "v3"
+    )
+    rc, out, err = cli(
+        "spoof", "register", "--config", params, f"cm={world['good']}", f"speaker=models:/{SPK}/3"
+    )
+    assert rc == 0, out + err
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    argv = ["speakerops", "promote", "--config", params, "--candidate", f"models:/{SPK}/3"]
+    # killed right after the countermeasure's alias moved, before the speaker model's
+    killed = subprocess.run([*argv, "--out", str(root / "kill-1")], env=dict(env, SPEAKEROPS_FAULT_KILL_AT="model-tags"),
+                            capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert aliases(root) == ("1", "3")  # halfway: what the journal undoes
+    rc, verdict, text, out_dir = promote(world, "3", "--dry-run")  # any promote recovers first
+    assert aliases(root) == ("1", "1"), text
+    records = [
+        json.loads(line) for line in (root / "registry" / "audit.jsonl").read_text().splitlines()
+    ]
+    recover = next(r for r in records[::-1] if r["action"] == "recover")
+    assert recover["verdict"] == "rolled back" and f"{CM} stays at v1" in recover["reasons"][0]
+    assert rc == 0 and verdict["dry_run"]  # the pair would pass
+
+    # killed right after the speaker model's alias moved (the commit point): rolled forward
+    killed = subprocess.run([*argv, "--out", str(root / "kill-2")], env=dict(env, SPEAKEROPS_FAULT_KILL_AT="alias"),
+                            capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    rc, out, err = cli(
+        "rollback", "--config", params, "--reason", "pair back"
+    )  # recovers, then rolls back
+    assert rc == 0, out + err
+    assert aliases(root) == ("1", "1")  # forward to v3 + CM v3, then both back to v1 + CM v1
+    records = [
+        json.loads(line) for line in (root / "registry" / "audit.jsonl").read_text().splitlines()
+    ]
+    assert [r["verdict"] for r in records[-2:]] == ["rolled forward", "rolled back"]
+    assert records[-1]["countermeasure"] == {
+        "model_name": CM,
+        "champion_before": "3",
+        "champion_after": "1",
+    }
