@@ -148,6 +148,16 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
     d = pair["difference"]["cm"]["eer_per_attack"]
     assert d["A06"]["low"] > 0.05 and d["A03"]["high"] <= 0.05  # paired intervals, per attack
     assert tags(root, CM, "2")["gate"] == "refused" and tags(root, SPK, "2")["gate"] == "refused"
+    # the same decision from the files: `spoof gate` on the two reports and promote's pair.json
+    for side in ("candidate", "champion"):
+        (out_dir / f"{side}.json").write_text(json.dumps(pair[side]["report"]))
+    gate = ["spoof", "gate", "--config", params, f"candidate={out_dir / 'candidate.json'}",
+            f"champion={out_dir / 'champion.json'}", f"spoof.eval_dir={out_dir}"]  # fmt: skip
+    assert cli(*gate, f"difference={out_dir / 'pair.json'}")[0] == 1
+    again = json.loads((out_dir / "pair_gate.json").read_text())
+    assert again["refused"] == ["cm.eer_attack[A06].vs_champion"]
+    assert cli(*gate)[0] == 1  # without the paired difference: the relative gates fail closed
+    assert "speakerops promote" in (out_dir / "pair_gate.md").read_text()
 
 
 def test_a_crash_between_the_two_alias_moves_leaves_both_as_before(world: dict) -> None:
