@@ -210,3 +210,38 @@ def test_a_crash_between_the_two_alias_moves_leaves_both_as_before(world: dict) 
         "champion_before": "3",
         "champion_after": "1",
     }
+
+
+def test_rollback_to_a_speaker_model_alone_removes_the_countermeasure_alias(tmp_path: Path) -> None:
+    """v1 was champion alone, v2 then champion with CM v1: rolling back takes both back, the
+    countermeasure's alias removed (no half pair left behind); audited."""
+    from speakerops.core.config import compose
+    from speakerops.registry.audit import read_audit_log
+    from speakerops.registry.champion import client_for, rollback
+
+    cfg = compose(
+        [f"paths.registry_dir={tmp_path / 'registry'}", f"paths.artifacts_dir={tmp_path}"]
+    )
+    client = client_for(cfg)
+    (tmp_path / "src").mkdir()
+    for name in (SPK, CM):
+        client.create_registered_model(name)
+    for _ in range(2):  # v1, v2
+        client.create_model_version(SPK, str(tmp_path / "src"))
+    client.create_model_version(CM, str(tmp_path / "src"), tags={"pair.speaker_model": SPK, "pair.speaker_version": "2"})  # fmt: skip
+    client.set_model_version_tag(SPK, "2", "pair.countermeasure_model", CM)
+    client.set_model_version_tag(SPK, "2", "pair.countermeasure_version", "1")
+    client.set_registered_model_tag(SPK, "champion_history", json.dumps(["1", "2"]))
+    client.set_registered_model_alias(SPK, "champion", "2")
+    client.set_registered_model_alias(CM, "champion", "1")
+
+    record = rollback(cfg, SPK, reason="back to the speaker model alone")
+    assert record["champion_after"] == "1"
+    assert record["countermeasure"] == {
+        "model_name": CM,
+        "champion_before": "1",
+        "champion_after": None,
+    }
+    assert "champion" not in client.get_registered_model(CM).aliases
+    assert str(client.get_registered_model(SPK).aliases["champion"]) == "1"
+    assert read_audit_log(tmp_path / "registry" / "audit.jsonl")[-1]["action"] == "rollback"
