@@ -19,6 +19,7 @@ import pytest
 from .pair_world import fisher_countermeasure, pair_world, save_cm
 from .promote_world import cli, lda_encoder, register_model
 
+pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 SPK, CM = "speaker-encoder", "spoof-countermeasure"
 
@@ -79,6 +80,7 @@ def promote(world: dict, version: str, *extra: str) -> tuple[int, dict, str, Pat
     return rc, verdict, stdout + err + report, out
 
 
+@pytest.mark.realdata  # the replay attack's real impulse responses
 def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None:
     root, params = world["root"], world["params"]
     rc, out, err = cli(
@@ -160,6 +162,7 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
     assert "speakerops promote" in (out_dir / "pair_gate.md").read_text()
 
 
+@pytest.mark.realdata  # the replay attack's real impulse responses
 def test_a_crash_between_the_two_alias_moves_leaves_both_as_before(world: dict) -> None:
     root, params, cfg = world["root"], world["params"], world["cfg"]
     if aliases(root) != ("1", "1"):
