@@ -131,6 +131,10 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
         and "speakerops spoof register" in row["reason"]
         and f"models:/{SPK}/2" in row["reason"]
     )
+    log = root / "registry" / "audit.jsonl"
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["countermeasure"] == {"model_name": CM, "candidate_version": None,
+                                      "champion_before": "1", "champion_after": "1"}  # fmt: skip
 
     # its countermeasure lets the replay attack (A06, never seen in training) through: refused,
     # the report names the attack, the champion pair stays
@@ -150,6 +154,9 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
     d = pair["difference"]["cm"]["eer_per_attack"]
     assert d["A06"]["low"] > 0.05 and d["A03"]["high"] <= 0.05  # paired intervals, per attack
     assert tags(root, CM, "2")["gate"] == "refused" and tags(root, SPK, "2")["gate"] == "refused"
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["countermeasure"] == {"model_name": CM, "candidate_version": "2",
+                                      "champion_before": "1", "champion_after": "1"}  # fmt: skip
     # the same decision from the files: `spoof gate` on the two reports and promote's pair.json
     for side in ("candidate", "champion"):
         (out_dir / f"{side}.json").write_text(json.dumps(pair[side]["report"]))

@@ -130,11 +130,13 @@ def record_promotion(
     model_tags = dict(model_tags or {})
     pair_fields = _pair_fields(client, pair, passed, tags)
     if pair is not None:
+        cm_before = current_champion(client, pair["model_name"])
+        cm_before = str(cm_before.version) if cm_before is not None else None
         record["countermeasure"] = {
             "model_name": pair["model_name"],
             "candidate_version": (pair.get("candidate") or {}).get("version"),
-            "champion_before": pair_fields.get("pair_alias_before"),
-            "champion_after": pair_fields.get("pair_alias_after") or pair_fields.get("pair_alias_before"),
+            "champion_before": cm_before,
+            "champion_after": pair_fields.get("pair_alias_after") or cm_before,
         }
     txn = journal.Transaction(
         action=verdict["action"],
