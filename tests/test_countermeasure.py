@@ -113,3 +113,11 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
         == set(report["pair"])
         == {"sasv_eer", "spf_eer", "sv_eer", "min_a_dcf"}
     )
+    # the CM with its operating point (the policy's rule on the calibration split) beside it:
+    # the file `serve.countermeasure` loads, hash-checked against its sidecar
+    assert report["cm"]["operating_point"] == {"rule": "eer"}
+    served = Countermeasure.load(report["cm"]["file"])
+    assert served.threshold == report["cm"]["threshold"]
+    assert served.operating_point["cm_calibration_sha256"] == report["hashes"]["cm_calibration"]
+    with pytest.raises(ValueError, match="no operating point"):
+        _ = Countermeasure.load(out / "countermeasure.safetensors").threshold

@@ -224,3 +224,20 @@ def test_current_user_prefers_the_ci_actor(monkeypatch) -> None:
     monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
     monkeypatch.setenv("GITHUB_RUN_ID", "42")
     assert audit.ci_context()["run_url"].endswith("/o/r/actions/runs/42")
+
+
+def test_countermeasure_operating_point_parses_and_bad_ones_are_named(tmp_path: Path) -> None:
+    base = "absolute:\n  eer: {max: 0.1}\ncountermeasure:\n  operating_point: "
+    assert load_policy(write(tmp_path, "absolute:\n  eer: {max: 0.1}\n")).cm_operating_point == {
+        "rule": "eer"
+    }
+    pol = load_policy(write(tmp_path, base + "{rule: bonafide_rejection, rate: 0.05}\n"))
+    assert pol.cm_operating_point == {"rule": "bonafide_rejection", "rate": 0.05}
+    for text, match in (
+        ("{rule: median}", "expected {rule: eer}"),
+        ("{rule: bonafide_rejection}", "needs exactly `rate`"),
+        ("{rule: bonafide_rejection, rate: 1.5}", r"rate must be in \(0, 1\)"),
+        ("{rule: eer, rate: 0.1}", "takes no other keys"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            load_policy(write(tmp_path, base + text + "\n"))

@@ -126,3 +126,21 @@ def test_bad_sasv_input_is_named() -> None:
         SM.min_t_dcf(
             cm, kinds != "spoof", {"p_miss": 1.0, "p_fa": 0.0, "p_miss_spoof": 1.0}, COST.t_dcf
         )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cm_threshold_rules_match_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = np.round(np.concatenate([rng.normal(1, 1, 57), rng.normal(-1, 1, 43)]), 1)  # ties
+    y = np.r_[np.ones(57), np.zeros(43)]
+    for rate in (0.01, 0.05, 0.2):
+        t = SM.cm_threshold(s, y, {"rule": "bonafide_rejection", "rate": rate})
+        # brute force: the largest candidate threshold rejecting at most a fraction `rate`
+        ok = [c for c in np.unique(s) if (s[y == 1] < c).mean() <= rate]
+        assert t == max(ok)
+        assert (s[y == 1] < t).mean() <= rate
+    t = SM.cm_threshold(s, y, {"rule": "eer"})
+    gaps = {c: abs((s[y == 1] < c).mean() - (s[y == 0] >= c).mean()) for c in np.unique(s)}
+    assert gaps[t] == pytest.approx(min(gaps.values()))
+    with pytest.raises(ValueError, match="unknown rule"):
+        SM.cm_threshold(s, y, {"rule": "median"})

@@ -14,6 +14,10 @@ A policy has (see the file itself for a commented example):
   d = candidate − champion: non-inferior iff high(d) <= m (or low(d) >= −m when higher is
   better).
 
+* ``countermeasure``: the pair gates (:mod:`speakerops.registry.cm_gate`) and the CM's
+  ``operating_point`` rule (``{rule: eer}`` or ``{rule: bonafide_rejection, rate: r}``): how
+  `speakerops spoof evaluate` picks the CM threshold the service refuses spoofs at.
+
 Gated metric names are the figures of :mod:`speakerops.eval.assess`; the checks themselves
 live in :mod:`speakerops.registry.checks`. This module is pure (no stage imports): parsing and
 the Bayes threshold of an operating point, nothing else.
@@ -35,6 +39,12 @@ from speakerops.core.jsonio import sha256_bytes
 # the field's usual P_target 0.01 with unit costs. registry/policy.yaml states it explicitly.
 DEFAULT_OPERATING_POINT = {"p_target": 0.01, "c_miss": 1.0, "c_fa": 1.0}
 USES = ("value", "high", "low")
+# The countermeasure's operating point: the rule that picks its score threshold on the CM
+# calibration split (seen attacks, never eval) when `speakerops spoof evaluate` scores it:
+# `eer` (bona fide rejection = spoof acceptance there) or `bonafide_rejection` with `rate`
+# (the threshold rejecting that fraction of bona fide audio).
+CM_RULES = ("eer", "bonafide_rejection")
+DEFAULT_CM_OPERATING_POINT: dict[str, Any] = {"rule": "eer"}
 _KNOWN = {
     "version",
     "operating_point",
@@ -97,6 +107,10 @@ class Policy:
     # the speaker model + countermeasure pair (`countermeasure:`; speakerops.registry.cm_gate)
     cm_absolute: list[AbsoluteGate] = field(default_factory=list)
     cm_relative: list[RelativeGate] = field(default_factory=list)
+    # how the countermeasure's threshold is chosen (`countermeasure.operating_point`)
+    cm_operating_point: dict[str, Any] = field(
+        default_factory=lambda: dict(DEFAULT_CM_OPERATING_POINT)
+    )
 
     @property
     def threshold(self) -> float:
@@ -138,6 +152,28 @@ def _operating_point(raw: Any, where: str) -> dict[str, float]:
     }
     check_prior(op["p_target"], op["c_miss"], op["c_fa"])
     return op
+
+
+def _cm_operating_point(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return dict(DEFAULT_CM_OPERATING_POINT)
+    where = f"{where}: countermeasure.operating_point"
+    if not isinstance(raw, Mapping) or raw.get("rule") not in CM_RULES:
+        raise ValueError(
+            f"{where}: expected {{rule: eer}} or {{rule: bonafide_rejection, rate: r}}, got {raw!r}"
+        )
+    if raw["rule"] == "eer":
+        if set(raw) != {"rule"}:
+            raise ValueError(f"{where}: rule eer takes no other keys, got {sorted(raw)}")
+        return {"rule": "eer"}
+    if set(raw) != {"rule", "rate"}:
+        raise ValueError(
+            f"{where}: rule bonafide_rejection needs exactly `rate`, got {sorted(raw)}"
+        )
+    rate = _number(raw["rate"], f"{where}.rate")
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"{where}.rate must be in (0, 1), got {rate}")
+    return {"rule": "bonafide_rejection", "rate": rate}
 
 
 def _absolute(raw: Any, path: Path) -> list[AbsoluteGate]:
@@ -199,8 +235,11 @@ def load_policy(path: str | Path) -> Policy:
     absolute = _absolute(raw.get("absolute"), path)
     relative = _relative(raw.get("relative"), path)
     cm = raw.get("countermeasure") or {}
-    if not isinstance(cm, Mapping) or set(cm) - {"absolute", "relative"}:
-        raise ValueError(f"{path}: `countermeasure:` holds `absolute:` and `relative:` gates")
+    if not isinstance(cm, Mapping) or set(cm) - {"absolute", "relative", "operating_point"}:
+        raise ValueError(
+            f"{path}: `countermeasure:` holds `absolute:` and `relative:` gates and an "
+            "`operating_point:`"
+        )
     cm_absolute = _absolute(cm["absolute"], path) if cm.get("absolute") else []
     cm_relative = _relative(cm.get("relative"), path)
     require = raw.get("require_champion", False)
@@ -216,6 +255,7 @@ def load_policy(path: str | Path) -> Policy:
         raw=dict(raw),
         cm_absolute=cm_absolute,
         cm_relative=cm_relative,
+        cm_operating_point=_cm_operating_point(cm.get("operating_point"), str(path)),
     )
 
 

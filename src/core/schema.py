@@ -269,6 +269,9 @@ RULES: dict[str, Rule] = {
     "serve.replay.max_recent": COUNT,
     "serve.replay.similarity": number(ge=0, le=1),
     "serve.replay.action": choice("flag", "refuse"),
+    "serve.countermeasure": OPTIONAL_TEXT,
+    "serve.countermeasure_sha256": OPTIONAL_TEXT,
+    "serve.refuse_spoof": FLAG,
 }
 
 

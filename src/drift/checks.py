@@ -19,6 +19,8 @@ What is decided on what (``check_drift``):
   defaults are effect sizes, so they do not fire on trivial differences in big windows:
   normed Wasserstein distance W1(ref, cur)/std(ref) ≥ 0.1 for numbers, Jensen–Shannon
   distance ≥ 0.1 for categories. Any Evidently stat test name works (``ks``, ``psi``…).
+  ``cm_score`` (the served countermeasure's score per request, beside the reference's CM scores
+  of its own audio) is one of these columns: a batch of spoofed traffic shifts it.
 - **Score drift** — production has no labels, so two label-free score distributions are
   computed the same way on both sides from L2-normalised embeddings, then tested like
   metadata columns (all rows):

@@ -21,6 +21,9 @@ snr_db         float64                               blind SNR estimate (:mod:`s
 channel        string (nullable)                     channel label when known (``"phone"``, ``"mic"``…)
 speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
                                                      speaker id was given
+cm_score       float64 (nullable)                    the spoofing countermeasure's score (bona fide
+                                                     logit) when one is served; parts from before
+                                                     the column read as null
 embedding_enc  binary                                the float32 embedding, AES-256-GCM under the
                                                      keyring's ``production-log`` data key, bound
                                                      to (model_name, model_version, utt_id)
@@ -76,7 +79,9 @@ META_COLUMNS = [
     "snr_db",
     "channel",
     "speaker_key",
+    "cm_score",
 ]
+OPTIONAL_COLUMNS = {"cm_score": pa.float64()}  # added after format 2 shipped: null when absent
 _SAFE_PARTITION = re.compile(r"^[A-Za-z0-9._-]+$")
 PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
 
@@ -184,6 +189,7 @@ def append_production_log(
     pseudonym_key: bytes | None = None,
     timestamp: Any = None,
     keyring: Keyring | None = None,
+    cm_scores: Sequence[float | None] | None = None,
 ) -> Path:
     """Append one batch of embeddings to the production log; return the part written.
 
@@ -222,6 +228,11 @@ def append_production_log(
     snr = np.asarray(_per_row(snr_db, n, "snr_db"), dtype=np.float64)
     if np.isinf(snr).any():
         raise ValueError("snr_db must be finite (NaN is allowed for 'unknown')")
+    cm = [
+        None if v is None or np.isnan(v) else float(v) for v in _per_row(cm_scores, n, "cm_scores")
+    ]
+    if any(v is not None and not np.isfinite(v) for v in cm):
+        raise ValueError("cm_scores must be finite (None for 'no countermeasure')")
     chans = [
         None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c)
         for c in _per_row(channels, n, "channels")
@@ -268,6 +279,7 @@ def append_production_log(
             "snr_db": pa.array(snr, pa.float64()),
             "channel": pa.array(chans, pa.string()),
             "speaker_key": pa.array(keys, pa.string()),
+            "cm_score": pa.array(cm, pa.float64()),
             "embedding_enc": pa.array(blobs, pa.binary()),
         }
     ).replace_schema_metadata(
@@ -370,6 +382,9 @@ def read_production_log(
                 f"production log part {f} has format {fmt} (plaintext embeddings); this "
                 f"speakerops reads format {LOG_FORMAT_VERSION} (encrypted): re-log the batch"
             )
+        for col, kind in OPTIONAL_COLUMNS.items():
+            if col not in t.column_names:
+                t = t.append_column(col, pa.nulls(t.num_rows, kind))
         missing = [c for c in [*META_COLUMNS, "embedding_enc"] if c not in t.column_names]
         if missing:
             raise ValueError(f"production log part {f} lacks column(s) {missing}")

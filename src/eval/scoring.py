@@ -26,7 +26,10 @@ so a user of a registered model gets LLRs and the threshold for a stated operati
 :func:`verify_audio` is the scoring entry point for audio: both sides pass the input checks
 (net speech after VAD, clipping, DC offset; :mod:`speakerops.data.quality`) before anything is
 embedded, and a refusal raises :class:`~speakerops.data.quality.QualityError` naming the side,
-the check, the value and the limit: no decision is made on audio too short or too poor.
+the check, the value and the limit: no decision is made on audio too short or too poor. With
+a ``countermeasure`` (:class:`~speakerops.models.countermeasure.Countermeasure` carrying its
+operating point) the result also holds ``countermeasure: {score, threshold, spoof_suspected}``
+of the test side, and spoof-suspected audio is never accepted (the cascade the service runs).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from speakerops.core.keys import Keyring
+from speakerops.data.audio import validate_waveform
 from speakerops.data.quality import QualitySettings, check_quality
 from speakerops.eval.calibration import (
     LinearCalibration,
@@ -376,6 +380,7 @@ def verify_audio(
     p_target: float | None = None,
     c_miss: float = 1.0,
     c_fa: float = 1.0,
+    countermeasure: Any = None,
 ) -> dict[str, Any]:
     """Check, embed and score one (enrollment, test) pair of ``(waveform, sample_rate)`` at
     ``p_target`` (default: the packaged operating point); raises
@@ -391,4 +396,8 @@ def verify_audio(
             raise ValueError(f"{side}: the encoder gave a non-finite embedding; nothing scored")
     durations = (len(enroll[0]) / int(enroll[1]), len(test[0]) / int(test[1]))
     out = scorer.verify(e, t, p_target, durations, c_miss, c_fa)
+    if countermeasure is not None:
+        rate = countermeasure.sample_rate
+        cm = countermeasure.assess(validate_waveform(test[0], int(test[1]), "test", rate)[0])
+        out = {**out, "countermeasure": cm, "accept": out["accept"] and not cm["spoof_suspected"]}
     return {**out, "enroll_speech_s": speech[0], "test_speech_s": speech[1]}

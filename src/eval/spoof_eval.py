@@ -11,10 +11,14 @@ the claimed / enrolled speakers; `evaluate.bootstrap`):
 * the speaker model alone and the pair on the same trial list with spoofed non-targets:
   SASV-EER, SV-EER, SPF-EER and min a-DCF. The pair is the cascade the service runs: a trial
   whose test audio the CM scores under its operating threshold is rejected (score −inf),
-  otherwise it keeps the speaker score. The CM threshold is the CM's EER threshold on the
-  calibration split (its own, seen, attacks), never tuned on eval.
+  otherwise it keeps the speaker score. The CM threshold is chosen on the calibration split
+  (its own, seen, attacks), never tuned on eval, by the rule of ``register.policy``'s
+  ``countermeasure.operating_point`` (:func:`~speakerops.eval.spoof_metrics.cm_threshold`;
+  ``{rule: eer}``, the EER threshold, when the policy states none or there is no policy file).
 
-Writes `spoof_eval.json` in `spoof.eval_dir`; items the CM or the encoder cannot score are
+Writes `spoof_eval.json` and the countermeasure with that operating point inside
+(`countermeasure.safetensors` + sidecar, the file `serve.countermeasure` loads) in
+`spoof.eval_dir`; items the CM or the encoder cannot score are
 listed there (`failures`) and their trials left out, nothing silently.
 
 :func:`score_pair` gives the per-item scores (kept in memory only) and :func:`pair_report` the
@@ -33,21 +37,22 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from speakerops.core.jsonio import dumps
+from speakerops.core.policy import cm_operating_point
 from speakerops.data.audio import AudioError
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol, read_sasv_trials
 from speakerops.eval.bootstrap import paired_bootstrap, speaker_bootstrap
 from speakerops.eval.embed import embed_files
-from speakerops.eval.metrics import eer_threshold
 from speakerops.eval.scoring import cosine_scores
 from speakerops.eval.spoof_metrics import (
     asv_operating_point,
     cm_eer,
+    cm_threshold,
     min_a_dcf,
     min_t_dcf,
     sasv_eers,
 )
-from speakerops.models.countermeasure import Countermeasure
+from speakerops.models.countermeasure import FILENAME, Countermeasure
 from speakerops.models.encoder import SpeakerEncoder
 
 
@@ -73,7 +78,7 @@ class PairScores:
     """A speaker encoder + countermeasure scored on the pinned spoof lists."""
 
     hashes: dict[str, str]
-    cm_threshold: float  # the CM's EER threshold on the calibration split (seen attacks)
+    cm_threshold: float  # the policy rule's CM threshold on the calibration split (seen attacks)
     cm_eval: pd.DataFrame  # cm_eval.csv rows the CM scored, column `score` added
     trials: (
         pd.DataFrame
@@ -97,7 +102,8 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: Countermeasure) -> 
     needed = sorted(set(cal["utt_id"]) | set(ev["utt_id"]))
     scores, failures = cm_scores(cm, manifest.loc[needed, "path"].to_dict())
     cal = cal[cal["utt_id"].isin(scores)]
-    _, cm_threshold = eer_threshold([scores[u] for u in cal["utt_id"]], cal["label"])
+    rule = cm_operating_point(cfg.register.policy)
+    threshold = cm_threshold([scores[u] for u in cal["utt_id"]], cal["label"], rule)
     ev = ev[ev["utt_id"].isin(scores)].assign(score=lambda d: [scores[u] for u in d["utt_id"]])
 
     utts = sorted(set(trials["enroll"]) | set(trials["test"]))
@@ -113,7 +119,7 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: Countermeasure) -> 
         enroll_speaker=manifest.loc[trials["enroll"], "speaker"].to_numpy(),
     )
     hashes = {"cm_calibration": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
-    return PairScores(hashes, float(cm_threshold), ev, trials, failures)
+    return PairScores(hashes, float(threshold), ev, trials, failures)
 
 
 def _boot(cfg: DictConfig) -> tuple[int, float, int]:
@@ -230,12 +236,14 @@ def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path
     """Score and report (module doc); returns what `spoof_eval.json` holds."""
     cm = Countermeasure.load(cm_path)
     encoder = SpeakerEncoder.load(encoder_path)
-    report = {
-        "encoder": str(encoder_path),
-        "countermeasure": str(cm_path),
-        **pair_report(cfg, score_pair(cfg, encoder, cm)),
-    }
+    ps = score_pair(cfg, encoder, cm)
+    report = {"encoder": str(encoder_path), "countermeasure": str(cm_path), **pair_report(cfg, ps)}
     out = Path(cfg.spoof.eval_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rule = cm_operating_point(cfg.register.policy)
+    cm.extras["operating_point"] = {**rule, "threshold": ps.cm_threshold, "split": "calibration",
+                                    "cm_calibration_sha256": ps.hashes["cm_calibration"]}  # fmt: skip
+    report["cm"]["operating_point"] = rule
+    report["cm"]["file"] = str(cm.save(out / FILENAME))
     (out / "spoof_eval.json").write_text(dumps(report))
     return report

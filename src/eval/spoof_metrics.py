@@ -30,6 +30,11 @@ parameters are the published ones, stated once in ``conf/spoof/default.yaml`` (`
   (P_miss over targets, P_fa,non over non-targets, P_fa,spf over spoofs; accept iff s >= t, every
   distinct score and +inf). Published: π_tar = 0.9, π_non = π_spf = 0.05, C_miss = 1,
   C_fa,asv = 10, C_fa,cm = 20.
+* **CM operating threshold** (``registry/policy.yaml`` ``countermeasure.operating_point``; audio
+  is spoof-suspected iff its CM score < t): rule ``eer``, the single DET threshold closest to
+  P_miss^cm = P_fa^cm (:func:`speakerops.eval.metrics.eer_threshold`); rule
+  ``bonafide_rejection`` with rate r, t = the ⌊r·N_bona⌋-th smallest bona fide score (0-based),
+  so at most a fraction r of the bona fide scores lies below t.
 """
 
 from __future__ import annotations
@@ -42,7 +47,15 @@ from numpy.typing import ArrayLike, NDArray
 from speakerops.eval.metrics import det_curve, eer, eer_threshold
 from speakerops.eval.trials import validate_trials
 
-__all__ = ["KINDS", "asv_operating_point", "cm_eer", "min_a_dcf", "min_t_dcf", "sasv_eers"]
+__all__ = [
+    "KINDS",
+    "asv_operating_point",
+    "cm_eer",
+    "cm_threshold",
+    "min_a_dcf",
+    "min_t_dcf",
+    "sasv_eers",
+]
 
 KINDS = ("target", "nontarget", "spoof")
 
@@ -69,6 +82,18 @@ def _kind_masks(
 def cm_eer(cm_scores: ArrayLike, bonafide: ArrayLike) -> float:
     """CM EER: bona fide (1) vs spoof (0), higher CM score = bona fide (module doc)."""
     return eer(cm_scores, bonafide)
+
+
+def cm_threshold(cm_scores: ArrayLike, bonafide: ArrayLike, rule: Mapping[str, object]) -> float:
+    """The CM score threshold of an operating-point rule (module doc): ``{"rule": "eer"}`` or
+    ``{"rule": "bonafide_rejection", "rate": r}``; spoof-suspected iff score < threshold."""
+    s, y = validate_trials(cm_scores, bonafide)
+    if rule.get("rule") == "eer":
+        return float(eer_threshold(s, y)[1])
+    if rule.get("rule") == "bonafide_rejection":
+        bona = np.sort(s[y.astype(bool)])
+        return float(bona[int(np.floor(float(rule["rate"]) * len(bona)))])  # type: ignore[arg-type]
+    raise ValueError(f"countermeasure operating point {dict(rule)!r}: unknown rule")
 
 
 def asv_operating_point(asv_scores: ArrayLike, kinds: ArrayLike) -> dict[str, float]:

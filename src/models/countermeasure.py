@@ -9,6 +9,11 @@ The score is the logit of P(bona fide): higher = more likely bona fide (the conv
 :mod:`speakerops.eval.spoof_metrics`). The file is an encoder file
 (:mod:`speakerops.models.encoder_file`: safetensors + JSON, sha256-checked, no pickle) with
 ``features.kind = "lfcc"`` and ``extras.task = "countermeasure"``.
+
+The operating point travels in the file, as the speaker model's calibration does:
+``extras.operating_point = {"threshold", "rule", ...}`` (written by `speakerops spoof evaluate`
+with the policy's rule on the CM calibration split, :func:`speakerops.eval.spoof_metrics.cm_threshold`).
+:meth:`Countermeasure.assess` decides on it: spoof-suspected iff score < threshold.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class Countermeasure(nn.Module):
             {"backbone": backbone, "head": nn.Linear(backbone.embedding_dim, 1)}
         )
         self.model_cfg = dict(model_cfg)
+        self.extras: dict[str, Any] = {}
 
     @classmethod
     def build(cls, model_cfg: Mapping[str, Any], features: Mapping[str, Any]) -> Countermeasure:
@@ -137,6 +143,28 @@ class Countermeasure(nn.Module):
     def score_file(self, path: str | Path) -> float:
         return self.score(load_audio(path, self.sample_rate)[0])
 
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """``{"threshold", "rule", ...}`` stored with the CM, or None (never evaluated)."""
+        op = self.extras.get("operating_point")
+        return dict(op) if op is not None else None
+
+    @property
+    def threshold(self) -> float:
+        op = self.operating_point
+        if op is None or "threshold" not in op:
+            raise ValueError(
+                "countermeasure: the file carries no operating point (extras.operating_point); "
+                "run `speakerops spoof evaluate` and use the countermeasure file it writes"
+            )
+        return float(op["threshold"])
+
+    def assess(self, wav: np.ndarray | torch.Tensor) -> dict[str, Any]:
+        """``{score, threshold, spoof_suspected}`` of one waveform at ``sample_rate``."""
+        threshold = self.threshold
+        score = self.score(wav)
+        return {"score": score, "threshold": threshold, "spoof_suspected": bool(score < threshold)}
+
     def to_file(self) -> EncoderFile:
         arch, kwargs = model_spec(self.model_cfg)
         if arch_of(self.net["backbone"]) != arch:
@@ -146,7 +174,7 @@ class Countermeasure(nn.Module):
             kwargs,
             {"kind": "lfcc", **self.front.config},
             dict(self.net.state_dict()),
-            {"task": TASK},
+            {**self.extras, "task": TASK},
         )
 
     def save(self, path: str | Path) -> Path:
@@ -165,4 +193,5 @@ class Countermeasure(nn.Module):
             cm.net.load_state_dict(content.state_dict)
         except RuntimeError as exc:
             raise ValueError(f"{path}: weights do not fit {content.arch}: {exc}") from None
+        cm.extras = {k: v for k, v in content.extras.items() if k != "task"}
         return cm.eval()

@@ -9,7 +9,8 @@ version's run) holds:
   AES-256-GCM under the keyring's ``reference`` data key (:mod:`speakerops.core.keys`);
 - ``metadata.parquet``: one row per embedding, with the production-log columns the drift
   check compares — ``duration_s``, ``sample_rate``, ``snr_db``, ``channel`` (may be null) —
-  plus ``speaker`` (used to build the score cohort and to take one utterance per speaker
+  plus ``cm_score`` when the model is registered with its countermeasure (the CM's score of
+  each recording: the reference of the drift check's ``cm_score`` column), ``speaker`` (used to build the score cohort and to take one utterance per speaker
   for the embedding test; recommended) and optionally ``set`` (``eval``/``calibration``).
   Speaker and utterance ids (``speaker``, ``utt_id`` and the trial columns ``enroll`` /
   ``test`` of the scores) are stored only as keyed pseudonyms;
@@ -33,10 +34,11 @@ import pandas as pd
 
 from speakerops.core.jsonio import sha256_file
 from speakerops.core.keys import Keyring
-from speakerops.data.audio import load_audio
+from speakerops.data.audio import AudioError, load_audio
 from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.data.quality import estimate_snr_db
 from speakerops.eval.sealed import load_eval_embeddings, pseudonymise_ids
+from speakerops.models.countermeasure import Countermeasure
 
 __all__ = [
     "Reference",
@@ -209,14 +211,21 @@ def load_reference(path: str | Path, *, keyring: Keyring) -> Reference:
 
 
 def build_reference_from_eval(
-    eval_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, *, keyring: Keyring
+    eval_dir: str | Path,
+    prepared_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    keyring: Keyring,
+    countermeasure: Countermeasure | None = None,
 ) -> Path:
     """The reference of a freshly evaluated model, from the evaluate stage's outputs.
 
     Embeddings of the eval + calibration utterances (``embeddings.enc``, decrypted), their
     manifest metadata (duration, native sample rate, channel, speaker, split as ``set``), a
     blind SNR estimate of each recording, and the labelled eval trial scores
-    (``scores_eval.csv``, whose trial ids are pseudonyms already).
+    (``scores_eval.csv``, whose trial ids are pseudonyms already). With the pair's
+    ``countermeasure``, each recording's CM score too (``cm_score``; NaN where the CM cannot
+    score it, counted in ``reference.json`` as ``cm_unscored``).
     """
     eval_dir, prepared_dir = Path(eval_dir), Path(prepared_dir)
     utt_ids, emb = load_eval_embeddings(eval_dir, keyring=keyring)
@@ -240,6 +249,22 @@ def build_reference_from_eval(
             "set": manifest["split"].astype(str),
         }
     )
+    extra = None
+    if countermeasure is not None:
+        metadata["cm_score"] = [
+            _cm_score(countermeasure, p, a, b) for p, (a, b) in zip(manifest["path"], row_spans(manifest), strict=True)
+        ]  # fmt: skip
+        extra = {"cm_unscored": int(metadata["cm_score"].isna().sum()),
+                 "cm_operating_point": countermeasure.operating_point}  # fmt: skip
     scores = pd.read_csv(eval_dir / "scores_eval.csv").assign(set="eval")
     key = keyring.pseudonym_key()
-    return _write_reference(out_dir, emb, pseudonymise_ids(metadata, key), scores, keyring=keyring)
+    return _write_reference(
+        out_dir, emb, pseudonymise_ids(metadata, key), scores, keyring=keyring, extra=extra
+    )
+
+
+def _cm_score(cm: Countermeasure, path: str, start: Any, end: Any) -> float:
+    try:
+        return cm.score(load_audio(path, cm.sample_rate, start=start, end=end)[0])
+    except (AudioError, ValueError):
+        return float("nan")

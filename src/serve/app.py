@@ -38,6 +38,7 @@ from speakerops.serve.intake import check_content_type
 from speakerops.serve.metrics import Metrics
 from speakerops.serve.reload import Reloader, load_model
 from speakerops.serve.settings import ServeSettings
+from speakerops.serve.spoof import SpoofCheck
 from speakerops.serve.store import TemplateStore
 from speakerops.serve.tokens import ADMIN, TokenBook, check_tenant
 
@@ -153,6 +154,7 @@ def create_app(
         store=store,
         metrics=metrics,
         audit=trail,
+        spoof=SpoofCheck.from_settings(settings),
     )
     reloader = Reloader(None, uri)
 

@@ -5,7 +5,8 @@ calibration (:class:`speakerops.eval.scoring.Scorer`) give a normalized score an
 LLR; the decision is the Bayes decision at the operating point of ``serve.policy`` (the
 registry's ``policy.yaml``), accept iff llr >= θ. A request may ask for a stricter operating
 point (a smaller ``p_target``, i.e. a higher θ), never a laxer one. Identification is open-set:
-"unknown" when the best LLR is below θ.
+"unknown" when the best LLR is below θ. With ``serve.countermeasure`` every utterance is also
+scored by the spoofing countermeasure (:mod:`.spoof`: refused or flagged below its threshold).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from speakerops.serve.intake import Utterance, intake
 from speakerops.serve.metrics import Metrics
 from speakerops.serve.replay import ReplayMemory
 from speakerops.serve.settings import ServeSettings
+from speakerops.serve.spoof import SpoofCheck, assess_all, cm_scores
 from speakerops.serve.store import Template, TemplateStore
 from speakerops.serve.tokens import check_tenant
 
@@ -59,11 +61,13 @@ class Service:
         store: TemplateStore,
         metrics: Metrics,
         audit: AuditTrail,
+        spoof: SpoofCheck | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.model_name, self.model_version = model_name, model_version
         self.keyring, self.store, self.metrics, self.audit = keyring, store, metrics, audit
+        self.spoof = spoof
         self.scorer = Scorer.from_encoder(encoder, keyring)
         if self.scorer.calibration is None:
             raise ValueError(
@@ -95,6 +99,7 @@ class Service:
         return Service(
             self.settings, encoder, model_name=model_name, model_version=model_version,
             keyring=self.keyring, store=self.store, metrics=self.metrics, audit=self.audit,
+            spoof=self.spoof,
         )  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------
@@ -137,9 +142,13 @@ class Service:
             )
         return theta, op
 
+    def _cm(self, utts: list[Utterance], endpoint: str) -> list[dict[str, Any] | None]:
+        return assess_all(self.spoof, utts, int(self.encoder.sample_rate), endpoint, self.metrics)
+
     def _log(
-        self, tenant: str, utts: list[Utterance], speaker_id: str | None, channel: str | None
-    ) -> None:
+        self, tenant: str, utts: list[Utterance], speaker_id: str | None, channel: str | None,
+        cms: list[dict[str, Any] | None],
+    ) -> None:  # fmt: skip
         append_production_log(
             self.settings.production_log,
             np.stack([u.embedding for u in utts]),
@@ -153,6 +162,7 @@ class Service:
             speaker_ids=[None if speaker_id is None else log_speaker(tenant, speaker_id)]
             * len(utts),
             keyring=self.keyring,
+            cm_scores=cm_scores(cms),
         )
 
     def _audit(self, action: str, tenant: str, token_id: str, **fields: Any) -> None:
@@ -201,6 +211,7 @@ class Service:
             )
         utts = [self._intake(name, data) for name, data in files]
         self._check_consistency(utts)
+        cms = self._cm(utts, "enroll")
         key = self.store.speaker_key(tenant, speaker_id)
         tpl = self.store.put(
             tenant,
@@ -214,7 +225,7 @@ class Service:
             retained=[data for _, data in files] if self.settings.retain_enrollment_audio else None,
         )
         self.index.upsert(tpl)
-        self._log(tenant, utts, speaker_id, channel)
+        self._log(tenant, utts, speaker_id, channel, cms)
         self._audit(
             "serve.enroll",
             tenant,
@@ -283,6 +294,7 @@ class Service:
         self._check_version(tpl)
         utt = self._intake(*file)
         raw, norm, llr = self._llr(tpl.vector[None], np.array([tpl.duration_s]), utt)
+        cms = self._cm([utt], "verify")
         flags = self.replay.flags(utt, tenant, tpl, self.store.audio_key(tenant, utt.audio_sha256))
         accept = bool(llr[0] >= theta)
         if flags and self.settings.replay_action == "refuse":
@@ -293,7 +305,7 @@ class Service:
             )  # fmt: skip
         if flags:
             self.metrics.replay(refused=False)
-        self._log(tenant, [utt], speaker_id, channel)
+        self._log(tenant, [utt], speaker_id, channel, cms)
         self.metrics.decision("verify", "accept" if accept else "reject")
         return {
             "tenant": tenant,
@@ -307,6 +319,7 @@ class Service:
             "operating_point": op,
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "countermeasure": cms[0],
             "flags": {"replay_suspected": flags, "low_quality": self._low_quality(utt)},
             "audio": utt.summary(),
         }
@@ -337,6 +350,7 @@ class Service:
             )
         theta, op = self._threshold(p_target)
         utt = self._intake(*file)
+        cms = self._cm([utt], "identify")
         hits = self.index.search(tenant, utt.embedding, utt.duration_s, k)
         enrolled, stale = self.index.counts(tenant)
         candidates = [
@@ -350,7 +364,7 @@ class Service:
         ]
         best = candidates[0] if candidates else None
         known = best is not None and best["llr"] >= theta
-        self._log(tenant, [utt], None, channel)
+        self._log(tenant, [utt], None, channel, cms)
         self.metrics.decision("identify", "match" if known else "unknown")
         return {
             "tenant": tenant,
@@ -364,6 +378,7 @@ class Service:
             "search": "approximate" if self.index.approximate(tenant) else "exact",
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "countermeasure": cms[0],
             "flags": {"low_quality": self._low_quality(utt)},
             "audio": utt.summary(),
         }

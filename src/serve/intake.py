@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
@@ -36,6 +36,8 @@ class Utterance:
     sample_rate: int  # of the input
     snr_db: float
     clipped_ratio: float
+    # the checked waveform at the model's rate (the countermeasure scores it; never stored)
+    waveform: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict:
         return {
@@ -128,4 +130,5 @@ def intake(
         sample_rate=rate,
         snr_db=float(report.snr_db),
         clipped_ratio=float(report.clipped_ratio),
+        waveform=wav,
     )

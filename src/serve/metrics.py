@@ -4,6 +4,8 @@
 * ``speakerops_decisions_total{endpoint,decision}``: accept/reject (verify), match/unknown (identify);
 * ``speakerops_enroll_refusals_total{reason}``: refused inputs by check (``quality.speech``...);
 * ``speakerops_replay_flags_total{action}``: flagged / refused replay suspicions;
+* ``speakerops_spoof_flags_total{endpoint,action}``: spoof-suspected audio (countermeasure score
+  under its threshold), flagged or refused;
 * ``speakerops_enrollments_total``, ``speakerops_deletions_total``;
 * ``speakerops_templates{model_name,model_version}``: stored templates per model version
   (a gauge read from the store at scrape time), ``speakerops_stale_templates``;
@@ -51,6 +53,12 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.spoofs = Counter(
+            "speakerops_spoof_flags",
+            "spoof-suspected audio (flagged or refused)",
+            ["endpoint", "action"],
+            registry=r,
+        )
         self.enrollments = Counter("speakerops_enrollments", "stored enrollments", registry=r)
         self.deletions = Counter("speakerops_deletions", "deleted templates", registry=r)
         self.templates = Gauge(
@@ -86,6 +94,9 @@ class Metrics:
 
     def replay(self, *, refused: bool) -> None:
         self.replays.labels("refused" if refused else "flagged").inc()
+
+    def spoof(self, endpoint: str, *, refused: bool) -> None:
+        self.spoofs.labels(endpoint, "refused" if refused else "flagged").inc()
 
     def enrolled(self) -> None:
         self.enrollments.inc()

@@ -41,6 +41,9 @@ class ServeSettings:
     replay_max_recent: int
     replay_similarity: float
     replay_action: str
+    countermeasure: str | None
+    countermeasure_sha256: str | None
+    refuse_spoof: bool
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> ServeSettings:
@@ -91,4 +94,7 @@ class ServeSettings:
             replay_max_recent=get("replay.max_recent"),
             replay_similarity=float(get("replay.similarity")),
             replay_action=get("replay.action"),
+            countermeasure=get("countermeasure"),
+            countermeasure_sha256=get("countermeasure_sha256"),
+            refuse_spoof=get("refuse_spoof"),
         )

@@ -1,0 +1,163 @@
+"""The countermeasure in the verification service (real FastAPI app, a small trained CM of
+tests/cm_world.py): verify and identify answer the CM score beside the LLR; an LPC
+resynthesis of the claimed speaker's own audio (a spoof the CM scores under its operating
+point) is refused by verify, identify and enroll with a 422 naming the check, the score and
+the threshold, or answered and flagged with `serve.refuse_spoof=false`; /metrics counts both;
+the production log carries each request's CM score; a tampered CM file or one without an
+operating point stops the service at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from speakerops.data.audio import load_audio
+from speakerops.drift.log import read_production_log
+from speakerops.serve.app import create_app
+from speakerops.serve.tokens import issue_token
+
+from .cm_world import lpc_spoof, train_countermeasure
+from .serve_world import MODEL_NAME, SR, build_encoder, librispeech_test_other, make_cfg, wav_bytes
+
+SPEAKER = "carol-5512"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder()
+
+
+@pytest.fixture(scope="module")
+def cm_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cm") / "countermeasure.safetensors"
+    train_countermeasure(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio(cm_path):
+    """Bona fide files of one test-other speaker the CM passes, and an LPC spoof of one of
+    them that it scores under the threshold (checked here: the test's precondition)."""
+    from speakerops.models.countermeasure import Countermeasure
+
+    cm = Countermeasure.load(cm_path)
+    for files in librispeech_test_other().values():
+        wavs = {f: load_audio(f, SR)[0] for f in files}
+        bona = sorted((f for f, w in wavs.items() if cm.score(w) > cm.threshold + 0.05),
+                      key=lambda f: -cm.score(wavs[f]))  # fmt: skip
+        spoofs = [lpc_spoof(wavs[f]) for f in files[:4]]
+        low = [s for s in spoofs if cm.score(s) < cm.threshold - 0.05]
+        if len(bona) >= 3 and low:
+            return {"bona": bona[:3], "spoof": low[0], "cm": cm}
+    pytest.fail(
+        "no test-other speaker with 3 bona fide files above and a spoof below the CM threshold"
+    )
+
+
+def _world(project: Path, encoder, *overrides: str):
+    cfg = make_cfg(project, *overrides)
+    app = create_app(cfg, encoder=encoder, model_name=MODEL_NAME, model_version="1")
+    token = issue_token(cfg.serve.tokens, "acme")[1]
+    app.state.tokens.reload()
+    return cfg, app, TestClient(app), {"Authorization": f"Bearer {token}"}
+
+
+def _flac(path: Path):
+    return (path.name, path.read_bytes(), "audio/flac")
+
+
+def _spoof(audio):
+    return ("spoof.wav", wav_bytes(audio["spoof"]), "audio/wav")
+
+
+def _metric(client, endpoint: str, action: str) -> float:
+    text = client.get("/metrics").text
+    m = re.search(
+        rf'speakerops_spoof_flags_total\{{action="{action}",endpoint="{endpoint}"\}} (\S+)', text
+    )
+    return float(m.group(1)) if m else 0.0
+
+
+def test_spoof_suspected_audio_is_refused_and_bona_fide_gets_its_cm_score(
+    tmp_path, encoder, cm_path, audio
+):
+    cfg, app, client, h = _world(tmp_path, encoder, f"serve.countermeasure={cm_path}")
+    cm, (e1, e2, probe) = audio["cm"], audio["bona"]
+    r = client.post(f"/v1/acme/speakers/{SPEAKER}/enroll",
+                    files=[("files", _flac(e1)), ("files", _flac(e2))], headers=h)  # fmt: skip
+    assert r.status_code == 200, r.text
+
+    ok = client.post("/v1/acme/verify", files={"file": _flac(probe)},
+                     data={"speaker_id": SPEAKER}, headers=h).json()  # fmt: skip
+    want = cm.score(load_audio(probe, SR)[0])
+    assert ok["countermeasure"]["spoof_suspected"] is False
+    assert ok["countermeasure"]["score"] == pytest.approx(want, abs=1e-5)
+    assert ok["countermeasure"]["threshold"] == cm.threshold and "llr" in ok
+    ident = client.post("/v1/acme/identify", files={"file": _flac(probe)}, headers=h).json()
+    assert ident["countermeasure"]["score"] == pytest.approx(want, abs=1e-5)
+
+    for endpoint, call in (
+        ("verify", lambda: client.post("/v1/acme/verify", files={"file": _spoof(audio)},
+                                       data={"speaker_id": SPEAKER}, headers=h)),
+        ("identify", lambda: client.post("/v1/acme/identify", files={"file": _spoof(audio)},
+                                         headers=h)),
+        ("enroll", lambda: client.post("/v1/acme/speakers/mallory/enroll",
+                                       files=[("files", _spoof(audio))], headers=h)),
+    ):  # fmt: skip
+        r = call()
+        assert r.status_code == 422, (endpoint, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "spoof.suspected" and err["check"] == "countermeasure"
+        assert err["value"] < err["limit"] == pytest.approx(cm.threshold)
+        assert f"{cm.threshold:.3f}" in err["message"] and "spoof.wav" in err["message"]
+        assert _metric(client, endpoint, "refused") == 1.0
+    # nothing stored for the refused enrollment, nothing logged for any refusal
+    r = client.post("/v1/acme/verify", files={"file": _flac(probe)},
+                    data={"speaker_id": "mallory"}, headers=h)  # fmt: skip
+    assert r.status_code == 404
+    log = read_production_log(cfg.serve.production_log, keyring=app.state.service.keyring)
+    assert len(log) == 4  # 2 enrollment utterances, the accepted verify, the identify
+    assert np.isfinite(log["cm_score"]).all() and (log["cm_score"] >= cm.threshold).all()
+    assert np.isclose(log["cm_score"], want, atol=1e-5).sum() == 2
+
+
+def test_flag_mode_answers_and_counts_and_no_cm_is_the_old_behaviour(
+    tmp_path, encoder, cm_path, audio
+):
+    cfg, app, client, h = _world(tmp_path / "flag", encoder, f"serve.countermeasure={cm_path}",
+                                 "serve.refuse_spoof=false")  # fmt: skip
+    e1, e2, _ = audio["bona"]
+    client.post(f"/v1/acme/speakers/{SPEAKER}/enroll",
+                files=[("files", _flac(e1)), ("files", _flac(e2))], headers=h)  # fmt: skip
+    r = client.post("/v1/acme/verify", files={"file": _spoof(audio)},
+                    data={"speaker_id": SPEAKER}, headers=h)  # fmt: skip
+    assert r.status_code == 200 and r.json()["countermeasure"]["spoof_suspected"] is True
+    assert _metric(client, "verify", "flagged") == 1.0 and _metric(client, "verify", "refused") == 0
+
+    cfg, app, client, h = _world(tmp_path / "none", encoder)
+    client.post(f"/v1/acme/speakers/{SPEAKER}/enroll",
+                files=[("files", _flac(e1)), ("files", _flac(e2))], headers=h)  # fmt: skip
+    r = client.post("/v1/acme/verify", files={"file": _spoof(audio)},
+                    data={"speaker_id": SPEAKER}, headers=h)  # fmt: skip
+    assert r.status_code == 200 and r.json()["countermeasure"] is None
+    log = read_production_log(cfg.serve.production_log, keyring=app.state.service.keyring)
+    assert len(log) == 3 and log["cm_score"].isna().all()
+
+
+def test_a_tampered_countermeasure_or_one_without_operating_point_stops_the_service(
+    tmp_path, encoder, cm_path
+):
+    with pytest.raises(ValueError, match=r"serve.countermeasure=.*does not match"):
+        _world(tmp_path / "sha", encoder, f"serve.countermeasure={cm_path}",
+               "serve.countermeasure_sha256=" + "0" * 64)  # fmt: skip
+    from speakerops.models.countermeasure import Countermeasure
+
+    bare = Countermeasure.load(cm_path)
+    bare.extras.pop("operating_point")
+    bare.save(tmp_path / "bare.safetensors")
+    with pytest.raises(ValueError, match="no operating point.*spoof evaluate"):
+        _world(tmp_path / "bare", encoder, f"serve.countermeasure={tmp_path / 'bare.safetensors'}")
