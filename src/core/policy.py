@@ -264,3 +264,11 @@ def operating_point(path: str | Path | None) -> dict[str, float]:
     if path is None or not Path(path).is_file():
         return dict(DEFAULT_OPERATING_POINT)
     return load_policy(path).operating_point
+
+
+def cm_operating_point(path: str | Path | None) -> dict[str, Any]:
+    """The policy's countermeasure operating-point rule (the format's default ``{rule: eer}``
+    when the file is absent, as :func:`operating_point`)."""
+    if path is None or not Path(path).is_file():
+        return dict(DEFAULT_CM_OPERATING_POINT)
+    return load_policy(path).cm_operating_point

@@ -21,9 +21,7 @@ snr_db         float64                               blind SNR estimate (:mod:`s
 channel        string (nullable)                     channel label when known (``"phone"``, ``"mic"``…)
 speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
                                                      speaker id was given
-cm_score       float64 (nullable)                    the spoofing countermeasure's score (bona fide
-                                                     logit) when one is served; parts from before
-                                                     the column read as null
+cm_score       float64 (nullable)                    the served countermeasure's score (older parts: null)
 embedding_enc  binary                                the float32 embedding, AES-256-GCM under the
                                                      keyring's ``production-log`` data key, bound
                                                      to (model_name, model_version, utt_id)
