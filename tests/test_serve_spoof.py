@@ -161,3 +161,22 @@ def test_a_tampered_countermeasure_or_one_without_operating_point_stops_the_serv
     bare.save(tmp_path / "bare.safetensors")
     with pytest.raises(ValueError, match="no operating point.*spoof evaluate"):
         _world(tmp_path / "bare", encoder, f"serve.countermeasure={tmp_path / 'bare.safetensors'}")
+
+
+def test_verify_audio_returns_the_cm_score_and_never_accepts_a_spoof(encoder, audio):
+    from speakerops.core.config import compose
+    from speakerops.data.quality import QualitySettings
+    from speakerops.eval.scoring import Scorer, verify_audio
+
+    cm, (e1, _, probe) = audio["cm"], audio["bona"]
+    scorer, quality = Scorer.from_encoder(encoder), QualitySettings.from_config(compose([]).quality)
+    enroll = (load_audio(e1, SR)[0], SR)
+    for test, suspected in (((load_audio(probe, SR)[0], SR), False), ((audio["spoof"], SR), True)):
+        plain = verify_audio(encoder, scorer, enroll, test, quality, p_target=0.5)
+        out = verify_audio(encoder, scorer, enroll, test, quality, p_target=0.5, countermeasure=cm)
+        assert "countermeasure" not in plain and out["llr"] == plain["llr"]
+        assert out["countermeasure"]["spoof_suspected"] is suspected
+        assert out["countermeasure"]["score"] == pytest.approx(cm.score(test[0]), abs=1e-6)
+        assert out["accept"] is (plain["accept"] and not suspected)
+    # the spoof of the speaker's own voice: accepted by the speaker model alone at this point
+    assert plain["accept"] and not out["accept"]
