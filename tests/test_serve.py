@@ -379,7 +379,7 @@ def test_sqlite_store_holds_no_plaintext_embedding_or_speaker_id(world):
     w.store.dispose()
     blob = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
     with sqlite3.connect(path) as db:  # the layout is the Alembic head
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
     assert len(blob) > 0
     _assert_unreadable(blob, embs)
 
@@ -395,7 +395,7 @@ def test_postgres_store_holds_no_plaintext_and_serves(world, postgres_db, encode
 
     with psycopg.connect(postgres_db) as conn:
         rows = conn.execute("SELECT * FROM templates").fetchall()
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
     assert len(rows) == 1
     blob = b"".join(
         bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0]

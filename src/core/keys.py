@@ -158,6 +158,19 @@ class Keyring:
         self.master = master
         self.master_id = key_id(master)
         self._cache: dict[str, bytes] = {}
+        self._seen: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+
+    def _peek(self) -> dict[str, Any]:
+        """The keyring as last read, re-read when the file changed (its inode, size or mtime:
+        writes replace it whole); read-only: the service asks for its keys on every request."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return self._read()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._seen is None or self._seen[0] != stamp:
+            self._seen = (stamp, self._read())
+        return self._seen[1]
 
     # -- the file -------------------------------------------------------------------------
     @contextmanager
@@ -223,7 +236,7 @@ class Keyring:
     # -- data keys ------------------------------------------------------------------------
     def key_by_id(self, kid: str) -> bytes:
         if kid not in self._cache:
-            doc = self._read()
+            doc = self._peek()
             entry = doc["keys"].get(kid)
             if entry is None:
                 raise KeyMaterialError(
@@ -235,7 +248,7 @@ class Keyring:
 
     def active_key(self, purpose: str, *, create: bool = True) -> tuple[str, bytes]:
         """The (id, key) that new data of `purpose` is encrypted with (created on first use)."""
-        doc = self._read()
+        doc = self._peek()
         for kid, entry in doc["keys"].items():
             if entry["purpose"] == purpose and entry.get("active"):
                 return kid, self.key_by_id(kid)

@@ -247,6 +247,7 @@ RULES: dict[str, Rule] = {
     "serve.model": TEXT,
     "serve.host": TEXT,
     "serve.port": integer(ge=0, le=65535),
+    "serve.workers": COUNT,
     "serve.store.url": TEXT,
     "serve.tokens": TEXT,
     "serve.audit_log": TEXT,

@@ -101,7 +101,8 @@ class SpeakerEncoder(nn.Module):
         """Embedding of one mono waveform (resampled to the model's rate when needed)."""
         arr = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
         arr, _ = validate_waveform(arr, sample_rate or self.sample_rate, name, self.sample_rate)
-        self.eval()
+        if self.training:  # eval() walks every module: not on each request
+            self.eval()
         return self.forward(torch.from_numpy(arr)[None], name)[0].cpu().numpy()
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ Every refusal is ``{"error": {"code", "message",
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,6 +178,7 @@ def create_app(
     app.state.service, app.state.tokens, app.state.metrics = service, tokens, metrics
     reloader.state = app.state
     allowed = settings.content_types
+    worker = str(os.getpid())
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
@@ -193,6 +195,7 @@ def create_app(
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
         metrics.observe(endpoint, response.status_code, time.perf_counter() - start)
+        response.headers["x-speakerops-worker"] = worker  # which process (serve.workers > 1)
         return response
 
     def auth(tenant: str, authorization: str | None) -> str:
@@ -281,11 +284,48 @@ def create_app(
     return app
 
 
+WORKER_CONFIG_ENV = "SPEAKEROPS_SERVE_CONFIG"  # the composed config, to each worker process
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``serve.workers > 1`` (uvicorn's factory): the config
+    :func:`run` composed, passed on in :data:`WORKER_CONFIG_ENV`."""
+    from omegaconf import OmegaConf
+
+    from speakerops.core.env import apply_threads
+
+    text = os.environ.get(WORKER_CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{WORKER_CONFIG_ENV} is not set: start workers with `speakerops serve`")
+    cfg = OmegaConf.create(text)
+    apply_threads(cfg.runtime.threads)
+    return create_app(cfg)
+
+
 def run(cfg: DictConfig) -> None:
-    """``speakerops serve``: uvicorn on ``serve.host:serve.port`` (127.0.0.1 by default)."""
+    """``speakerops serve``: uvicorn on ``serve.host:serve.port`` (127.0.0.1 by default), in
+    ``serve.workers`` processes."""
     import uvicorn  # start-up cost: only the serving command needs it
+    from omegaconf import OmegaConf
 
     settings = ServeSettings.from_cfg(cfg)
-    app = create_app(cfg)
-    print(f"speakerops serve: http://{settings.host}:{settings.port}/docs", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    if settings.workers == 1:
+        app = create_app(cfg)
+        print(f"speakerops serve: http://{settings.host}:{settings.port}/docs", flush=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        return
+    create_app(cfg)  # a bad model, store, key or token file fails here, once, before forking
+    os.environ[WORKER_CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    print(
+        f"speakerops serve: http://{settings.host}:{settings.port}/docs "
+        f"({settings.workers} worker processes)",
+        flush=True,
+    )
+    uvicorn.run(
+        "speakerops.serve.app:worker_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+    )

@@ -11,7 +11,6 @@ scored by the spoofing countermeasure (:mod:`.spoof`: refused or flagged below i
 
 from __future__ import annotations
 
-import sys
 import uuid
 from typing import Any
 
@@ -24,6 +23,7 @@ from speakerops.drift.log import append_production_log, speaker_pseudonym
 from speakerops.eval.scoring import Scorer, l2_normalize
 from speakerops.serve.audit import AuditTrail
 from speakerops.serve.errors import ServeError
+from speakerops.serve.follow import StoreFollower
 from speakerops.serve.index import TemplateIndex
 from speakerops.serve.intake import Utterance, intake
 from speakerops.serve.metrics import Metrics
@@ -79,6 +79,7 @@ class Service:
         self.operating_point = dict(policy.operating_point)
         self.threshold = policy.threshold
         self.index = TemplateIndex(settings.index, self.scorer, model_name, model_version)
+        self.follower = StoreFollower(store, self.index)
         self.rebuild_index()
         self.replay = ReplayMemory(settings)
         metrics.model_info(model_name, model_version)
@@ -86,10 +87,7 @@ class Service:
     def rebuild_index(self) -> int:
         """The identification index from the store (the truth); rows that do not decrypt are
         left out and named on stderr. Returns the templates indexed."""
-        templates, bad = self.store.all_templates()
-        for message in bad:
-            print(f"speakerops serve: not indexed: {message}", file=sys.stderr, flush=True)
-        return self.index.rebuild(templates)
+        return self.follower.rebuild()
 
     def with_model(self, encoder: Any, model_name: str, model_version: str) -> Service:
         """A service on another model sharing this one's store, keyring, metrics and audit
@@ -351,6 +349,7 @@ class Service:
         theta, op = self._threshold(p_target)
         utt = self._intake(*file)
         cms = self._cm([utt], "identify")
+        self.follower.follow(tenant)  # what other workers enrolled or deleted meanwhile
         hits = self.index.search(tenant, utt.embedding, utt.duration_s, k)
         enrolled, stale = self.index.counts(tenant)
         candidates = [

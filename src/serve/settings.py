@@ -21,6 +21,7 @@ class ServeSettings:
     model: str
     host: str
     port: int
+    workers: int
     store_url: str
     tokens: str
     audit_log: str
@@ -69,6 +70,7 @@ class ServeSettings:
             model=get("model"),
             host=get("host"),
             port=get("port"),
+            workers=get("workers"),
             store_url=get("store.url"),
             tokens=get("tokens"),
             audit_log=get("audit_log"),

@@ -31,8 +31,9 @@ from sqlalchemy.orm import sessionmaker
 
 from speakerops.core.keys import KeyMaterialError, Keyring
 from speakerops.eval.scoring import l2_normalize
+from speakerops.serve import store_sync
 from speakerops.serve.errors import ServeError
-from speakerops.serve.store_schema import EnrollmentAudioRow, TemplateRow
+from speakerops.serve.store_schema import EnrollmentAudioRow, TemplateRow, engine_url, redact
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -86,13 +87,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _engine_url(url: str) -> str:
-    # psycopg (3) is the project's PostgreSQL driver; plain postgresql:// URLs mean it too
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
 class TemplateStore:
     """Encrypted templates of every tenant; see the module docstring."""
 
@@ -102,11 +96,11 @@ class TemplateStore:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = create_engine(_engine_url(url), pool_pre_ping=True)
+            self.engine = create_engine(engine_url(url), pool_pre_ping=True)
             upgrade_schema(self.engine)
         except Exception as exc:  # noqa: BLE001 - driver errors vary by backend
             raise ValueError(
-                f"serve.store.url={_redact(url)}: cannot open the store ({exc})"
+                f"serve.store.url={redact(url)}: cannot open the store ({exc})"
             ) from exc
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -181,6 +175,39 @@ class TemplateStore:
                     bad.append(f"template row {row.id} of tenant {row.tenant}: {exc.message}")
         return out, bad
 
+    # -- generations (every worker's index follows the store: :mod:`.store_sync`) ----------
+    def _ensure_tenant(self, tenant: str) -> None:
+        with self._session.begin() as s:
+            store_sync.ensure_tenant(s, tenant)
+
+    def generation(self, tenant: str) -> int:
+        """The tenant's change generation (0: never written)."""
+        with self._session() as s:
+            return store_sync.generation(s, tenant)
+
+    def generations(self) -> dict[str, int]:
+        with self._session() as s:
+            return store_sync.generations(s)
+
+    def changes_since(self, tenant: str, since: int) -> tuple[int, list, list[str]]:
+        """``(generation, events, bad)`` of a tenant after generation `since`: events in order,
+        each a :class:`Template` written or a speaker key erased; `bad`: rows that do not
+        decrypt (left out, named)."""
+        events: list[Template | str] = []
+        bad: list[str] = []
+        with self._session() as s:
+            ch = store_sync.changes_since(s, tenant, since)
+            for _, item in ch.events:
+                if isinstance(item, str):
+                    events.append(item)
+                    continue
+                try:
+                    events.append(self._decode(item))
+                except ServeError as exc:
+                    bad.append(f"template row {item.id} of tenant {tenant}: {exc.message}")
+                    events.append(item.speaker_key)  # not decryptable: not proposed either
+        return ch.generation, events, bad
+
     def counts_by_version(self) -> dict[tuple[str, str], int]:
         with self._session() as s:
             rows = s.execute(
@@ -210,7 +237,9 @@ class TemplateStore:
         migration; ``replace`` drops what was retained before, in the same transaction."""
         emb = np.asarray(embeddings, np.float32)
         speaker_key = self.speaker_key(tenant, speaker_id)
+        self._ensure_tenant(tenant)
         with self._session.begin() as s:
+            gen = store_sync.bump(s, tenant)  # first: the write lock, and this write's number
             row = s.scalar(
                 select(TemplateRow)
                 .where(TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key)
@@ -255,7 +284,7 @@ class TemplateStore:
                 tenant_purpose(tenant), speaker_id.encode("utf-8"), _id_aad(tenant, speaker_key)
             )
             row.audio_keys = json.dumps(keys_old + list(audio_keys))
-            row.updated_at = now
+            row.updated_at, row.generation = now, gen
             if mode == "replace":
                 s.execute(self._audio_rows(delete(EnrollmentAudioRow), tenant, speaker_key))
             for audio_key, data in zip(audio_keys, retained or [], strict=False):
@@ -282,7 +311,9 @@ class TemplateStore:
         retained audio), keeping its audio; refused (409) when the template changed since
         `old` was read (a re-enrollment meanwhile wins)."""
         emb = np.asarray(embeddings, np.float32)
+        self._ensure_tenant(old.tenant)
         with self._session.begin() as s:
+            gen = store_sync.bump(s, old.tenant)
             row = s.scalar(
                 select(TemplateRow)
                 .where(TemplateRow.tenant == old.tenant, TemplateRow.speaker_key == old.speaker_key)
@@ -304,6 +335,7 @@ class TemplateStore:
                 version,
             )
             row.n_utterances, row.updated_at = int(emb.shape[0]), _now()
+            row.generation = gen
         return Template(
             old.tenant, old.speaker_key, model_name, model_version, version, emb,
             old.duration_s, old.audio_keys, old.speaker_id,
@@ -339,26 +371,21 @@ class TemplateStore:
 
     def delete(self, tenant: str, speaker_key: str) -> dict[str, int]:
         """Erase a speaker's template and retained audio; returns how many rows of each."""
+        self._ensure_tenant(tenant)
         with self._session.begin() as s:
+            gen = store_sync.bump(s, tenant)
             res = s.execute(
                 delete(TemplateRow).where(
                     TemplateRow.tenant == tenant, TemplateRow.speaker_key == speaker_key
                 )
             )
             audio = s.execute(self._audio_rows(delete(EnrollmentAudioRow), tenant, speaker_key))
+            if res.rowcount:  # other workers drop the speaker from their index
+                store_sync.tombstone(s, tenant, speaker_key, gen)
             return {"templates": int(res.rowcount), "retained_audio": int(audio.rowcount)}
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _redact(url: str) -> str:
-    """The URL without a password."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 __all__ = ["Template", "TemplateStore", "tenant_purpose", "upgrade_schema"]
