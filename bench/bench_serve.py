@@ -4,7 +4,9 @@
    real app, a SQLite store in a temporary project), one speaker enrolled from two LibriSpeech
    test-other utterances, then N concurrent clients (an async httpx loop, each client one
    request at a time) post 3 s utterances to ``/v1/<tenant>/verify`` for a bounded time.
-   Printed: p50/p95/p99 latency, requests/s, errors and the server's CPU time per request,
+   The server runs ``--workers`` processes (``serve.workers``, default 2: one per core of the
+   target machine). Printed: p50/p95/p99 latency, requests/s, errors and the server's CPU time
+   per request (all its processes),
    beside the in-process cost of the same embedding (``encoder.embed`` on the same 3 s
    waveforms, same thread count: the floor) and of the whole intake (decode, checks, VAD,
    embedding), each as a ratio, wall and CPU (wall times depend on how busy the machine is).
@@ -147,12 +149,18 @@ def floors(model_path: Path, clips, repeats: int = 3) -> dict[str, float]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process and its live descendants (the worker
+    processes of ``serve.workers > 1``; Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(k)) for k in kids)
 
 
-def start_server(project: Path, model: Path, threads: int):
+def start_server(project: Path, model: Path, threads: int, workers: int = 1):
     from speakerops.core.config import compose
     from speakerops.serve.process import ServerProcess
     from speakerops.serve.tokens import issue_token
@@ -163,6 +171,7 @@ def start_server(project: Path, model: Path, threads: int):
         f"drift.log_dir={project / 'production_log'}",
         f"serve.policy={REPO / 'registry' / 'policy.yaml'}",
         f"serve.model={model}",
+        f"serve.workers={workers}",
     ]
     token = issue_token(compose(overrides).serve.tokens, TENANT)[1]
     server = ServerProcess(overrides, log_file=project / "server.log", threads=threads).start()
@@ -210,11 +219,12 @@ def bench_http(args, project: Path, model: Path) -> None:
 
     enroll, clips = utterances()
     fl = floors(model, clips)
-    proc, url, token = start_server(project, model, args.threads)
+    proc, url, token = start_server(project, model, args.threads, args.workers)
     try:
         Client(url, TENANT, token, http=httpx.Client(timeout=60)).enroll("bench-speaker", enroll)
         load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"\n== verify over HTTP: 3 s utterances, {args.threads} torch thread(s) in the server, "
+        print(f"\n== verify over HTTP: 3 s utterances, {args.workers} server process(es) x "
+              f"{args.threads} torch thread(s), "
               f"{os.cpu_count()} cores, load average {load_avg} ==")  # fmt: skip
         print(f"floor: embedding {fl['embed'] * 1000:.1f} ms ({fl['embed_cpu'] * 1000:.1f} ms CPU); "
               f"whole intake (decode, checks, VAD, embedding) {fl['intake'] * 1000:.1f} ms "
@@ -319,6 +329,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000", help="identification sizes")
     ap.add_argument("--queries", type=int, default=200, help="identification queries per size")
     ap.add_argument("--exact-queries-1m", type=int, default=50, help="exact queries at 1 M")
+    ap.add_argument("--workers", type=int, default=2, help="server processes (serve.workers)")
     ap.add_argument("--model", type=Path, default=None, help="an encoder file to serve")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-index", action="store_true")

@@ -5,6 +5,9 @@ threshold, follows enroll and delete, and is rebuilt from the store when the ser
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -132,3 +135,45 @@ def test_service_identifies_through_the_index_rebuilt_from_the_store(tmp_path, e
     after = _identify(client, token, probe)
     assert top not in {c["speaker_id"] for c in after["candidates"]}
     assert after["enrolled"] == 203 and after["search"] == "approximate"
+
+
+def test_crossing_exact_max_trains_the_lists_off_the_request_path(monkeypatch):
+    population = _synthetic(1300, 32, seed=5)
+    vecs, cohort = population[:1000], population[1000:]
+    scorer = Scorer(
+        ScoreNormalization("asnorm", top_n=20, cohort=cohort),
+        LinearCalibration(p_eff=0.5, a=8.0, b=-2.0),
+    )
+    index = TemplateIndex(IndexSettings(500, 30, 0, 8), scorer, MODEL_NAME, "1")
+    assert index.rebuild([_template("acme", i, v) for i, v in enumerate(vecs[:500])]) == 500
+    assert not index.approximate("acme")
+    gate, fit = threading.Event(), TemplateIndex._fit  # k-means waits until the test says so
+
+    def held_fit(self, train, nlist):
+        assert gate.wait(120)
+        return fit(self, train, nlist)
+
+    monkeypatch.setattr(TemplateIndex, "_fit", held_fit)
+    started = time.monotonic()
+    index.upsert(_template("acme", 500, vecs[500]))  # crosses exact_max: no training here
+    assert time.monotonic() - started < 5.0
+    assert not index.approximate("acme") and index.counts("acme") == (501, 0)
+    probe = vecs[500] + 0.1 * np.random.default_rng(6).standard_normal(32).astype(np.float32)
+    assert index.search("acme", probe, 6.0, 1)[0].speaker_id == "spk-500"  # exact answers
+    # enroll and delete while the lists are trained: replayed onto them before the swap
+    for i in range(501, 520):
+        index.upsert(_template("acme", i, vecs[i]))
+    assert index.remove("acme", "key-3") and index.remove("acme", "key-510")
+    gate.set()
+    assert index.wait_builds(120)
+    assert index.approximate("acme") and index.counts("acme") == (518, 0)
+    for i in (3, 510):  # deleted during the build: never proposed by the new lists
+        found = {h.speaker_id for h in index.search("acme", vecs[i], 6.0, 30)}
+        assert f"spk-{i}" not in found
+    for i in (505, 519, 42):  # enrolled during the build, and from before it
+        assert index.search("acme", vecs[i], 6.0, 1)[0].speaker_id == f"spk-{i}"
+        a, e = (
+            index.search("acme", vecs[i], 6.0, 5),
+            index.search("acme", vecs[i], 6.0, 5, exact=True),
+        )
+        assert a[0].speaker_id == e[0].speaker_id and a[0].llr == pytest.approx(e[0].llr)

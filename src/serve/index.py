@@ -16,18 +16,24 @@ Search for one probe:
 - **approximate** (``n > exact_max``): a faiss inverted-file index (``IndexIVFFlat``, inner
   product, ``nlist`` lists, ``nprobe`` of them scanned per query) proposes the ``candidates``
   best templates by the AS-norm score itself (an inner product of augmented vectors, see
-  :meth:`TemplateIndex._ann_rows`; ranking by raw cosine instead missed the exact top-1 for
+  :mod:`.ann_rows`; ranking by raw cosine instead missed the exact top-1 for
   most probes whenever templates' cohort statistics differ); those are re-scored exactly as
   above, so the LLRs reported are the ones verification would give. ``bench/bench_serve.py``
   reports its recall@1 against exact search.
 
 The IVF lists are trained (k-means) on the templates present when the tenant first crosses
 ``exact_max``, and retrained when the tenant has grown 4x since; faiss removes deleted ids
-from its lists at once (``remove_ids``), so a deleted speaker is never proposed again.
+from its lists at once (``remove_ids``), so a deleted speaker is never proposed again. At
+start-up (:meth:`~TemplateIndex.rebuild`) the lists are trained before the service answers;
+when an enrollment crosses a threshold they are trained in a background thread instead, off
+the request path: exact search (or the previous lists, which take the new templates) answers
+meanwhile, and the enrollments and deletions made during the training are replayed onto the
+new lists before they are swapped in.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +42,7 @@ import faiss
 import numpy as np
 
 from speakerops.eval.scoring import Scorer, asnorm, cohort_stats
+from speakerops.serve.ann_rows import ann_query, ann_rows, row_lengths
 
 RETRAIN_GROWTH = 4  # retrain the IVF lists when a tenant has grown this much since training
 MAX_AUTO_LISTS = 1024  # nlist 0: 4 * sqrt(n) lists, at least 16, at most this
@@ -43,6 +50,7 @@ TRAIN_POINTS_PER_LIST = 64  # k-means sample per list (bounded training time at 
 MIN_POINTS_PER_LIST = 39  # fewer lists than n / 39: faiss's k-means wants that many points each
 BOUND_HEADROOM = 1.25  # the approximate index's row-length bound: this x the longest at training
 _CHUNK = 50_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class _Tenant:
     ivf: Any = None
     bound: float | None = None  # the row-length bound M of the approximate index
     trained_at: int = 0
+    building: list[tuple[bool, int]] | None = None  # a background build's replay: (added, slot)
 
     def __post_init__(self) -> None:
         self.vecs = np.zeros((0, self.dim), np.float32)
@@ -114,6 +123,7 @@ class TemplateIndex:
         self.model_name, self.model_version = model_name, model_version
         self._tenants: dict[str, _Tenant] = {}
         self._lock = threading.RLock()
+        self._builds: dict[str, threading.Thread] = {}
 
     # -- building --------------------------------------------------------------------------
     def _stats(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,32 +209,93 @@ class TemplateIndex:
         t.free.append(s)
         return s
 
-    def _sync_ann(self, t: _Tenant, *, rebuild: bool = False) -> None:
-        """Build, retrain or drop the tenant's approximate index for its size."""
+    def _due(self, t: _Tenant, rebuild: bool) -> bool:
+        """Whether the tenant's approximate index must be (re)built; drops it at exact size."""
         n = len(t)
         if n <= self.settings.exact_max:
             t.ivf, t.trained_at = None, 0
-            return
-        if t.ivf is not None and not rebuild and n <= RETRAIN_GROWTH * t.trained_at:
-            return
-        slots = np.flatnonzero(t.alive)
-        t.bound = BOUND_HEADROOM * float(self._row_lengths(t, slots).max())
+            return False
+        return rebuild or t.ivf is None or n > RETRAIN_GROWTH * t.trained_at
+
+    def _sync_ann(self, t: _Tenant, *, rebuild: bool = False) -> None:
+        """Build, retrain or drop the tenant's approximate index for its size, now."""
+        if self._due(t, rebuild):
+            slots = np.flatnonzero(t.alive)
+            ivf, bound = self._train(t, slots)
+            for a in range(0, len(slots), _CHUNK):  # rows made and added in chunks
+                ivf.add_with_ids(self._rows(t, slots[a : a + _CHUNK], bound), slots[a : a + _CHUNK])
+            t.ivf, t.bound, t.trained_at, t.building = ivf, bound, len(slots), None
+
+    def _train(self, t: _Tenant, slots: np.ndarray) -> tuple[Any, float]:
+        """Empty IVF lists trained (k-means) on the rows of `slots`, and their row bound."""
+        train, bound, nlist = self._train_rows(t, slots)
+        return self._fit(train, nlist), bound
+
+    def _train_rows(self, t: _Tenant, slots: np.ndarray) -> tuple[np.ndarray, float, int]:
+        """The k-means sample's rows (a seeded subset of `slots`), the row bound, the lists."""
+        n = len(slots)
+        bound = BOUND_HEADROOM * float(row_lengths(self._asnorm, t.sd[slots], t.mu[slots]).max())
         nlist = self.settings.nlist or min(MAX_AUTO_LISTS, max(16, int(4 * np.sqrt(n))))
         nlist = max(1, min(nlist, n // MIN_POINTS_PER_LIST))
         sample = slots
         if n > nlist * TRAIN_POINTS_PER_LIST:  # k-means on a seeded sample, as faiss would
             rng = np.random.default_rng(0)
             sample = np.sort(rng.choice(slots, nlist * TRAIN_POINTS_PER_LIST, replace=False))
-        train = self._ann_rows(t, sample)
+        return self._rows(t, sample, bound), bound, nlist
+
+    def _fit(self, train: np.ndarray, nlist: int) -> Any:
         quantizer = faiss.IndexFlatIP(train.shape[1])
         ivf = faiss.IndexIVFFlat(quantizer, train.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = 0  # the same lists for the same templates
         ivf.train(train)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) remove_ids
-        for a in range(0, n, _CHUNK):  # rows made and added in chunks: no full-size copy
-            ivf.add_with_ids(self._ann_rows(t, slots[a : a + _CHUNK]), slots[a : a + _CHUNK])
         ivf.nprobe = min(self.settings.nprobe, nlist)
-        t.ivf, t.trained_at = ivf, n
+        return ivf
+
+    def _build_later(self, tenant: str, t: _Tenant) -> None:
+        """Train new lists in a background thread (the caller holds the lock); at most one
+        build per tenant at a time, the updates meanwhile are replayed before the swap."""
+        if t.building is not None:
+            return
+        t.building = []
+        slots = np.flatnonzero(t.alive)
+        self._builds[tenant] = threading.Thread(
+            target=self._build, args=(tenant, t, slots), name=f"ivf-{tenant}", daemon=True
+        )
+        self._builds[tenant].start()
+
+    def _build(self, tenant: str, t: _Tenant, slots: np.ndarray) -> None:
+        try:
+            with self._lock:  # the sample is read locked, k-means runs unlocked
+                train, bound, nlist = self._train_rows(t, slots)
+            ivf = self._fit(train, nlist)
+            for a in range(0, len(slots), _CHUNK):  # rows of the live templates, chunk by chunk
+                with self._lock:
+                    rows = self._rows(t, slots[a : a + _CHUNK], bound)
+                ivf.add_with_ids(rows, slots[a : a + _CHUNK])
+            with self._lock:
+                if self._tenants.get(tenant) is not t or t.building is None:
+                    return  # the index was rebuilt meanwhile
+                for added, s in t.building:  # what enroll and delete did during the build
+                    if added:
+                        ivf.add_with_ids(self._rows(t, np.array([s]), bound), np.array([s]))
+                    else:
+                        ivf.remove_ids(np.array([s], np.int64))
+                t.building = None
+                if len(t) > self.settings.exact_max:
+                    t.ivf, t.bound, t.trained_at = ivf, bound, len(slots)
+                    if len(t) > RETRAIN_GROWTH * t.trained_at:
+                        self._build_later(tenant, t)
+        except Exception:  # noqa: BLE001 - exact search keeps answering; say why
+            log.exception("speakerops serve: building the approximate index of %s failed", tenant)
+            with self._lock:
+                t.building = None
+
+    def wait_builds(self, timeout_s: float = 600.0) -> bool:
+        """Wait for background builds (tests, shutdown); True when none is left running."""
+        for thread in list(self._builds.values()):
+            thread.join(timeout_s)
+        return not any(th.is_alive() for th in self._builds.values())
 
     # -- updates ---------------------------------------------------------------------------
     def upsert(self, tpl: Any) -> None:
@@ -243,10 +314,12 @@ class TemplateIndex:
                 t, tpl.vector[None], [tpl.speaker_key], [tpl.speaker_id], [tpl.duration_s],
                 [tpl.template_version],
             )  # fmt: skip
-            if t.ivf is not None and len(t) <= RETRAIN_GROWTH * t.trained_at:
-                t.ivf.add_with_ids(self._ann_rows(t, slots), slots)
-            else:
-                self._sync_ann(t)
+            if t.building is not None:
+                t.building.append((True, int(slots[0])))
+            if t.ivf is not None:  # the current lists take it (until new ones are ready)
+                t.ivf.add_with_ids(self._rows(t, slots, t.bound), slots)
+            if self._due(t, rebuild=False):  # trained off the request path
+                self._build_later(tpl.tenant, t)
 
     def remove(self, tenant: str, speaker_key: str) -> bool:
         """Forget a speaker's template (delete); True when it was indexed."""
@@ -261,8 +334,10 @@ class TemplateIndex:
                 return was_stale
             if t.ivf is not None:
                 t.ivf.remove_ids(np.array([s], np.int64))
+            if t.building is not None:
+                t.building.append((False, s))
             if len(t) <= self.settings.exact_max:
-                self._sync_ann(t)
+                self._due(t, rebuild=False)  # back to exact search
             return True
 
     # -- reading ---------------------------------------------------------------------------
@@ -291,7 +366,7 @@ class TemplateIndex:
             mu_t, sd_t = self._stats(q[None])
             if t.ivf is not None and not exact:
                 m = min(max(self.settings.candidates, k), len(t))
-                _, found = t.ivf.search(self._ann_query(q, sd_t[0]), m)
+                _, found = t.ivf.search(ann_query(self._asnorm, q, sd_t[0]), m)
                 slots = found[0][found[0] >= 0]
                 raw = (t.vecs[slots] @ q).astype(np.float64)
             else:  # every slot in one product (no copy of the matrix), then the live ones
@@ -308,41 +383,17 @@ class TemplateIndex:
                 for i, s in zip(top.tolist(), slots[top].tolist(), strict=True)
             ]
 
+    @property
+    def _asnorm(self) -> bool:
+        return self.scorer.normalization.method == "asnorm"
+
+    def _rows(self, t: _Tenant, slots: np.ndarray, bound: float) -> np.ndarray:
+        return ann_rows(self._asnorm, t.vecs[slots], t.sd[slots], t.mu[slots], bound)
+
     def _normalize(self, raw, mu_e, sd_e, mu_t, sd_t) -> np.ndarray:
         if self.scorer.normalization.method != "asnorm":
             return raw
         return asnorm(raw, mu_e, sd_e, mu_t, sd_t)
-
-    # The approximate index ranks by the normalized score itself, not by cosine. With
-    # w = 1/σ_e (floored as asnorm floors σ), 2 s' = s·w − μ_e·w + s/σ_t − μ_t/σ_t, and
-    # s·w − μ_e·w + s/σ_t = <[w·t, t, −μ_e·w], [q, q/σ_t, 1]>: an inner product in 2D+1
-    # dimensions, the last term a constant of the query. A linear calibration keeps that
-    # order; a quality-aware one is applied in the exact re-scoring of the candidates.
-    # Those rows differ in length (w does), and inverted lists cluster by direction, so each
-    # row x is scaled by a bound M and completed to unit length with sqrt(1 − |x/M|²) (the
-    # usual reduction of inner-product search to cosine search; the query gets a 0 there).
-    def _row_lengths(self, t: _Tenant, slots: np.ndarray) -> np.ndarray:
-        """|x| of the rows below without making them: t is a unit vector, so
-        |[w·t, t, −μ_e·w]|² = 1 + w² (1 + μ_e²)."""
-        if self.scorer.normalization.method != "asnorm":
-            return np.ones(len(slots))
-        w = 1.0 / np.maximum(t.sd[slots], 1e-6)
-        return np.sqrt(1.0 + w**2 * (1.0 + t.mu[slots] ** 2))
-
-    def _ann_rows(self, t: _Tenant, slots: np.ndarray) -> np.ndarray:
-        vecs = t.vecs[slots]
-        if self.scorer.normalization.method != "asnorm":
-            return np.ascontiguousarray(vecs)
-        w = 1.0 / np.maximum(t.sd[slots], 1e-6)
-        x = np.hstack([vecs * w[:, None], vecs, (-t.mu[slots] * w)[:, None]]) / t.bound
-        fill = np.sqrt(np.maximum(0.0, 1.0 - (self._row_lengths(t, slots) / t.bound) ** 2))
-        return np.ascontiguousarray(np.hstack([x, fill[:, None]]), dtype=np.float32)
-
-    def _ann_query(self, q: np.ndarray, sd_t: float) -> np.ndarray:
-        if self.scorer.normalization.method != "asnorm":
-            return q[None]
-        y = np.concatenate([q, q / max(float(sd_t), 1e-6), [1.0, 0.0]])
-        return np.ascontiguousarray(y[None], dtype=np.float32)
 
 
 __all__ = ["Hit", "IndexSettings", "TemplateIndex"]
