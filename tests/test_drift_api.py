@@ -83,6 +83,10 @@ def test_drift_fed_only_through_the_api(tmp_path, monkeypatch, capsys):
     assert {"embedding", "channel"} <= fired, fired
     assert len(list((tmp_path / "tickets").glob("drift-*.json"))) == 1
 
+    # the demo's bearer token was revoked when its batches were sent: none piles up
+    tokens = json.loads(Path(make_cfg(tmp_path).serve.tokens).read_text())
+    assert tokens.get("drift-demo", {}) == {}, tokens
+
     # the logs were written by the service alone: one row per accepted request, with the
     # channel the client sent and the speaker's pseudonym, never a raw id
     cfg = make_cfg(tmp_path)

@@ -20,17 +20,30 @@ def cmd_serve(call: Call, cfg: DictConfig) -> int:
 
 @command(
     "serve-token",
-    "issue a bearer token: `serve-token tenant=<name>`, or `serve-token admin=true` (/admin routes)",
-    options={"tenant": "the tenant the token is for", "admin": "an admin token instead"},
+    "issue a bearer token: `serve-token tenant=<name> [label=<who>]`, or `serve-token admin=true` "
+    "(/admin routes); `serve-token revoke=<token_id>` removes one",
+    options={
+        "tenant": "the tenant the token is for",
+        "admin": "an admin token instead",
+        "label": "who the token is for (kept beside its hash)",
+        "revoke": "the id of a token to remove",
+    },
     flags=("admin",),
 )
 def cmd_serve_token(call: Call, cfg: DictConfig) -> int:
-    from speakerops.serve.tokens import ADMIN, issue_token
+    from speakerops.serve.tokens import ADMIN, issue_token, revoke_token
 
+    revoke = call.options.get("revoke")
+    if revoke:
+        owner = revoke_token(cfg.serve.tokens, revoke)
+        if owner is None:
+            raise ValueError(f"revoke={revoke}: no such token id in {cfg.serve.tokens}")
+        print(f"{owner}: token id {revoke} revoked")
+        return 0
     tenant = ADMIN if call.flag("admin") else call.options.get("tenant")
     if not tenant:
-        raise ValueError("missing tenant=... (or admin=true)")
-    token_id, token = issue_token(cfg.serve.tokens, tenant)
+        raise ValueError("missing tenant=... (or admin=true, or revoke=<token_id>)")
+    token_id, token = issue_token(cfg.serve.tokens, tenant, label=call.options.get("label"))
     print(f"{tenant}: token id {token_id} (stored hashed in {cfg.serve.tokens})")
     print(token)
     return 0

@@ -30,7 +30,7 @@ from speakerops.drift.ingest import embed_to_file
 from speakerops.drift.run import main as drift_main
 from speakerops.serve.client import Client, ClientError
 from speakerops.serve.process import ServerProcess
-from speakerops.serve.tokens import issue_token
+from speakerops.serve.tokens import issue_token, revoke_token
 
 SHIFTED_CHANNEL = {"column": "gender", "value": ["f", "m"], "channel": "phone", "snr_db": 5.0}
 DEMO_KEY = "speakerops-drift-demo-key (not a secret: set SPEAKEROPS_PSEUDONYM_KEY in production)"
@@ -69,9 +69,20 @@ def send_through_api(cfg, overrides: list[str], manifest: Path, log_dir: Path) -
     (``<log_dir>.requests.json``): ``enroll``, ``verify`` and ``refused:<code>`` (a refused
     request is counted and the batch goes on)."""
     df = pd.read_csv(manifest, dtype={"channel": str})
-    token = issue_token(cfg.serve.tokens, API_TENANT)[1]
+    # one token of the demo's own, replacing the previous run's and revoked when done: the
+    # project's tokens file does not collect a token per batch and run
+    token_id, token = issue_token(cfg.serve.tokens, API_TENANT, label="drift-demo", replace=True)
     counts: dict[str, int] = {}
     server = ServerProcess([*overrides, f"serve.production_log={log_dir}"], log_file=log_dir.parent / f"{log_dir.name}.server.log")  # fmt: skip
+    try:
+        _send(server, token, df, counts)
+    finally:
+        revoke_token(cfg.serve.tokens, token_id)
+    (log_dir.parent / f"{log_dir.name}.requests.json").write_text(json.dumps(counts, indent=1))
+    return counts
+
+
+def _send(server: ServerProcess, token: str, df: pd.DataFrame, counts: dict[str, int]) -> None:
     with server:
         client = Client(server.url, API_TENANT, token)
         for speaker, rows in df.groupby("speaker", sort=True):
@@ -90,8 +101,6 @@ def send_through_api(cfg, overrides: list[str], manifest: Path, log_dir: Path) -
                     action = f"refused:{code}"
                 counts[action] = counts.get(action, 0) + 1
         client.http.close()
-    (log_dir.parent / f"{log_dir.name}.requests.json").write_text(json.dumps(counts, indent=1))
-    return counts
 
 
 def run_drift_demo(
