@@ -164,14 +164,8 @@ class Service:
         )
 
     def _audit(self, action: str, tenant: str, token_id: str, **fields: Any) -> None:
-        self.audit.record(
-            action,
-            tenant=tenant,
-            token_id=token_id,
-            model_name=self.model_name,
-            model_version=self.model_version,
-            **fields,
-        )
+        model = {"model_name": self.model_name, "model_version": self.model_version}
+        self.audit.record(action, tenant=tenant, token_id=token_id, **model, **fields)
 
     def _check_version(self, tpl: Template) -> None:
         if (tpl.model_name, tpl.model_version) != (self.model_name, self.model_version):
