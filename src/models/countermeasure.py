@@ -1,4 +1,8 @@
-"""The countermeasure (CM): waveform → LFCC → a zoo backbone (LCNN) → one bona fide logit.
+"""The countermeasure (CM): waveform → front end → a zoo backbone → one bona fide logit.
+
+Two front ends, by ``features.kind``: ``lfcc`` (below; with the LCNN backbone) and ``raw``
+(:class:`RawWave`: the waveform itself, optionally scaled to unit RMS per utterance, for a
+backbone that learns its own filters, e.g. the RawNet2 of :mod:`speakerops.models.rawnet`).
 
 LFCC (the ASVspoof 2019 baseline front end): power spectrum (``n_fft``, Hann ``win_ms`` /
 ``hop_ms``) → ``n_filters`` linear-frequency triangular filters in [``f_min``, ``f_max``] →
@@ -8,7 +12,7 @@ features); ``torchaudio.transforms.LFCC`` and ``torchaudio.functional.compute_de
 The score is the logit of P(bona fide): higher = more likely bona fide (the convention of
 :mod:`speakerops.eval.spoof_metrics`). The file is an encoder file
 (:mod:`speakerops.models.encoder_file`: safetensors + JSON, sha256-checked, no pickle) with
-``features.kind = "lfcc"`` and ``extras.task = "countermeasure"``.
+``features.kind`` (``lfcc`` or ``raw``) and ``extras.task = "countermeasure"``.
 
 The operating point travels in the file, as the speaker model's calibration does:
 ``extras.operating_point = {"threshold", "rule", ...}`` (written by `speakerops spoof evaluate`
@@ -45,6 +49,7 @@ LFCC_KEYS = (
     "f_max",
     "deltas",
 )
+RAW_KEYS = ("sample_rate", "rms_normalize")
 
 
 class LFCC(nn.Module):
@@ -75,6 +80,8 @@ class LFCC(nn.Module):
         )
         self.n_features = int(c["n_lfcc"]) * (3 if c["deltas"] else 1)
 
+    spectral = True  # SpecAugment applies to its output
+
     def min_samples(self, frames: int) -> int:
         """Samples for ``frames`` frames (uncentred STFT: each frame spans ``n_fft``)."""
         return int(self.config["n_fft"]) + (frames - 1) * self.hop
@@ -89,18 +96,62 @@ class LFCC(nn.Module):
         return x.transpose(1, 2)
 
 
+class RawWave(nn.Module):
+    """Waveforms ``[B, N]`` (or ``[N]``) → ``[B, N]``; with ``rms_normalize`` each row is
+    scaled to unit RMS (the level of a recording says nothing about whether it is spoofed, and
+    a backbone should not learn it as a cue)."""
+
+    spectral = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        missing = [k for k in RAW_KEYS if k not in config]
+        if missing:
+            raise ValueError(f"countermeasure features (kind raw): missing {missing}")
+        self.config = {k: config[k] for k in RAW_KEYS}
+        self.n_features = 1
+
+    def min_samples(self, frames: int) -> int:
+        return frames  # one frame = one sample
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.ndim == 1:
+            wav = wav.unsqueeze(0)
+        wav = wav.float()
+        if self.config["rms_normalize"]:
+            wav = wav / wav.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-5)
+        return wav
+
+
+FRONTS: dict[str, type[nn.Module]] = {"lfcc": LFCC, "raw": RawWave}
+
+
+def build_front(features: Mapping[str, Any]) -> nn.Module:
+    """The front end named by ``features.kind`` (``lfcc`` when absent: files before ``raw``)."""
+    kind = features.get("kind", "lfcc")
+    if kind not in FRONTS:
+        raise ValueError(f"countermeasure features.kind={kind!r}: expected one of {sorted(FRONTS)}")
+    return FRONTS[kind](features)
+
+
 class Countermeasure(nn.Module):
-    """LFCC → backbone → linear → bona fide logit ``[B]``."""
+    """Front end (LFCC or raw) → backbone → linear → bona fide logit ``[B]``."""
 
     def __init__(
         self, backbone: nn.Module, features: Mapping[str, Any], model_cfg: Mapping[str, Any]
     ) -> None:
         super().__init__()
-        self.front = LFCC(features)
+        self.front = build_front(features)
+        self.kind = str(features.get("kind", "lfcc"))
         if getattr(backbone, "n_mels", self.front.n_features) != self.front.n_features:
             raise ValueError(
-                f"countermeasure: model n_mels={backbone.n_mels} but the LFCC front end gives "
-                f"{self.front.n_features} features"
+                f"countermeasure: model n_mels={backbone.n_mels} but the {self.kind.upper()} "
+                f"front end gives {self.front.n_features} features"
+            )
+        if int(getattr(backbone, "sample_rate", self.sample_rate)) != self.sample_rate:
+            raise ValueError(
+                f"countermeasure: model sample_rate={backbone.sample_rate} but features "
+                f"sample_rate={self.sample_rate}"
             )
         self.net = nn.ModuleDict(
             {"backbone": backbone, "head": nn.Linear(backbone.embedding_dim, 1)}
@@ -172,7 +223,7 @@ class Countermeasure(nn.Module):
         return EncoderFile(
             arch,
             kwargs,
-            {"kind": "lfcc", **self.front.config},
+            {"kind": self.kind, **self.front.config},
             dict(self.net.state_dict()),
             {**self.extras, "task": TASK},
         )
@@ -184,7 +235,7 @@ class Countermeasure(nn.Module):
     @classmethod
     def load(cls, path: str | Path, sha256: str | None = None) -> Countermeasure:
         content = encoder_file.read(path, sha256)
-        if content.extras.get("task") != TASK or content.features.get("kind") != "lfcc":
+        if content.extras.get("task") != TASK or content.features.get("kind") not in FRONTS:
             raise ValueError(
                 f"{path}: not a countermeasure file (task {content.extras.get('task')!r})"
             )

@@ -9,7 +9,7 @@ best-by-`val_eer` and `last.ckpt`, throughput), MLflow logger (`conf/logger/`), 
   label 1 = bona fide; validation on every `calibration` item (its own attacks, seen in
   training), `val_eer` = the CM EER (:func:`speakerops.eval.spoof_metrics.cm_eer`);
 * model: :class:`speakerops.models.countermeasure.Countermeasure` (`countermeasure.model`,
-  `countermeasure.features`), loss: binary cross-entropy on the bona fide logit, the bona fide
+  `countermeasure.features`: LFCC + LCNN, or `countermeasure=rawnet2`: the raw waveform), loss: binary cross-entropy on the bona fide logit, the bona fide
   class weighted by n_spoof / n_bonafide (balanced);
 * outputs in `countermeasure.out_dir` (`<artifacts>/countermeasure`; the run's `train.out_dir`,
   so the checkpoint callback writes there too, whatever an experiment set for the speaker model):
@@ -189,7 +189,8 @@ def train_countermeasure(
                                 instantiate(pipeline) if pipeline else None, float(loader.crop_seconds),
                                 int(loader.batch_size), int(loader.crops_per_utterance), bool(loader.preload))  # fmt: skip
         dm.setup("fit")
-        spec = cfg.augment.get("spec_augment") if cm_cfg.augment else None
+        # SpecAugment masks a spectral front end's output; a raw front end gets the waveform pipeline only
+        spec = cfg.augment.get("spec_augment") if cm_cfg.augment and cm.front.spectral else None
         optim = cfg.optim  # the countermeasure trains from scratch: one learning rate
         module = CountermeasureModule(
             cm,
