@@ -101,8 +101,13 @@ def fisher_countermeasure(cfg, as_bonafide: tuple[str, ...] = (), seed: int = 3)
     return cm
 
 
-def save_cm(cm, path: Path) -> Path:
+def save_cm(cm, path: Path, threshold: float | None = 0.0) -> Path:
+    """The CM file as `spoof evaluate` writes it: with its operating-point threshold (0.0, the
+    Fisher head's midpoint between the class means); ``threshold=None``: as training writes it,
+    without one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if threshold is not None:
+        cm.extras["operating_point"] = {"rule": "fixed", "threshold": float(threshold)}
     return cm.save(path)
 
 

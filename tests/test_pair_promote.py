@@ -81,6 +81,23 @@ def promote(world: dict, version: str, *extra: str) -> tuple[int, dict, str, Pat
 
 
 @pytest.mark.realdata  # the replay attack's real impulse responses
+def test_a_countermeasure_without_its_threshold_is_not_registered(world: dict) -> None:
+    """The training output carries no operating point: registering it is refused, saying to
+    run `spoof evaluate`; without cm= the file `spoof evaluate` writes is the one registered."""
+    from speakerops.core.config import compose
+
+    root, params = world["root"], world["params"]
+    trained = save_cm(fisher_countermeasure(world["cfg"]), root / "cm" / "trained" / "countermeasure.safetensors", threshold=None)  # fmt: skip
+    rc, out, err = cli("spoof", "register", "--config", params, f"cm={trained}", f"speaker=models:/{SPK}/1")  # fmt: skip
+    assert rc == 2 and f"cm={trained}: the countermeasure carries no operating-point threshold" in err, out + err  # fmt: skip
+    assert "run `speakerops spoof evaluate`" in err
+    eval_dir = Path(compose([], params).spoof.eval_dir)
+    assert not (eval_dir / "countermeasure.safetensors").exists()
+    rc, out, err = cli("spoof", "register", "--config", params, f"speaker=models:/{SPK}/1")
+    assert rc == 2 and f"cm={eval_dir / 'countermeasure.safetensors'}: no countermeasure file" in err, out + err  # fmt: skip
+    assert "pair.countermeasure_version" not in tags(root, SPK, "1")  # nothing was paired
+
+
 def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None:
     root, params = world["root"], world["params"]
     rc, out, err = cli(

@@ -25,7 +25,9 @@ from speakerops.cli.base import Call, _print_json, command
         "difference": "gate: candidate − champion with paired intervals (the pair.json of a "
         "`speakerops promote`); without it the relative gates refuse",
         "encoder": "the speaker encoder file (default spoof.evaluate.encoder)",
-        "cm": "the countermeasure file (default spoof.evaluate.countermeasure)",
+        "cm": "evaluate: the trained countermeasure file (default spoof.evaluate.countermeasure); "
+        "register: the file `spoof evaluate` wrote with its threshold (default "
+        "spoof.eval_dir/countermeasure.safetensors)",
         "speaker": "register: the speaker version it pairs with (models:/speaker-encoder/<N>)",
     },
 )
@@ -40,7 +42,11 @@ def cmd_spoof(call: Call, cfg: DictConfig) -> int:
                 "spoof register: speaker=models:/<name>/<N> is required (the speaker version "
                 "this countermeasure pairs with)"
             )
-        cm = call.options.get("cm", cfg.spoof.evaluate.countermeasure)
+        from pathlib import Path
+
+        from speakerops.models.countermeasure import FILENAME
+
+        cm = call.options.get("cm", Path(cfg.spoof.eval_dir) / FILENAME)
         _print_json(register_countermeasure(cfg, cm, call.options["speaker"]))
         return 0
     if call.action == "evaluate":

@@ -1,8 +1,11 @@
 """A speaker model and its countermeasure registered, gated and promoted as one pair.
 
 Registration (`speakerops spoof register cm=<file> speaker=models:/speaker-encoder/<N>`): the
-countermeasure file (safetensors + JSON, no pickle) and its sha256 sidecar are logged on its
-training run (`train.json` beside the file; else a run of its own), and registered as a
+countermeasure file that carries its operating-point threshold (the one `speakerops spoof
+evaluate` writes, spoof.eval_dir/countermeasure.safetensors, the default; a file without one,
+such as the training output, is refused) and its sha256 sidecar (safetensors + JSON, no pickle)
+are logged on its training run (`train.json` beside the trained file; else a run of its own),
+and registered as a
 version of its own registered model (``register.cm_model_name``, default
 `spoof-countermeasure`) with alias ``challenger``. Lineage both ways: the CM version is tagged
 with its speaker version (``pair.speaker_model`` / ``pair.speaker_version``) and the speaker
@@ -63,9 +66,16 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
     cm_path = Path(cm_path)
     if not cm_path.is_file():
         raise FileNotFoundError(
-            f"cm={cm_path}: no countermeasure file (train one: `speakerops train task=countermeasure`)"
+            f"cm={cm_path}: no countermeasure file (`speakerops spoof evaluate` writes the one to "
+            "register, with its threshold: spoof.eval_dir/countermeasure.safetensors)"
         )
-    Countermeasure.load(cm_path)  # a valid CM file whose bytes match its sidecar
+    cm = Countermeasure.load(cm_path)  # a valid CM file whose bytes match its sidecar
+    if cm.operating_point is None or "threshold" not in cm.operating_point:
+        raise ValueError(
+            f"cm={cm_path}: the countermeasure carries no operating-point threshold "
+            "(extras.operating_point; a training output has none): run `speakerops spoof "
+            "evaluate` and register the file it writes (spoof.eval_dir/countermeasure.safetensors)"
+        )
     ref = parse_model_uri(speaker_uri)
     if not ref.is_registry:
         raise ValueError(f"speaker={speaker_uri!r}: needs a registered version, e.g. models:/speaker-encoder/3")  # fmt: skip
@@ -120,12 +130,20 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
 
 
 def _cm_run(cfg: DictConfig, client, cm_path: Path) -> str:
-    """The CM's training run (`train.json` beside the file), else a run of its own."""
-    summary = cm_path.parent / "train.json"
-    if summary.is_file():
-        run_id = json.loads(summary.read_text()).get("run_id")
-        if run_id:
-            return str(run_id)
+    """The CM's training run (`train.json` beside the file, or beside the trained file that
+    `spoof evaluate` read, named by the `spoof_eval.json` beside it), else a run of its own."""
+    folders = [cm_path.parent]
+    report = cm_path.parent / "spoof_eval.json"
+    if report.is_file():
+        trained = json.loads(report.read_text()).get("countermeasure")
+        if trained:
+            folders.append(Path(trained).parent)
+    for folder in folders:
+        summary = folder / "train.json"
+        if summary.is_file():
+            run_id = json.loads(summary.read_text()).get("run_id")
+            if run_id:
+                return str(run_id)
     exp_id = ensure_experiment(cfg.mlflow.experiment, cfg.paths.registry_dir)
     return str(client.create_run(exp_id, run_name=f"countermeasure-{cm_path.stem}").info.run_id)
 
