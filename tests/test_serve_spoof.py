@@ -180,3 +180,70 @@ def test_verify_audio_returns_the_cm_score_and_never_accepts_a_spoof(encoder, au
         assert out["accept"] is (plain["accept"] and not suspected)
     # the spoof of the speaker's own voice: accepted by the speaker model alone at this point
     assert plain["accept"] and not out["accept"]
+
+
+def _pair_in_registry(project: Path, cm_path: Path) -> dict:
+    """Speaker version 1 (real MLflow store of `project`) and `cm_path` registered as its pair
+    by `spoof register`'s code: what registered_cm.json holds."""
+    from speakerops.registry.champion import client_for
+    from speakerops.registry.pair import register_countermeasure
+
+    cfg = make_cfg(project)
+    client = client_for(cfg)
+    (project / "src").mkdir(parents=True)
+    client.create_registered_model(MODEL_NAME)
+    client.create_model_version(MODEL_NAME, str(project / "src"))
+    return register_countermeasure(cfg, cm_path, f"models:/{MODEL_NAME}/1")
+
+
+def test_the_countermeasure_comes_from_the_registry_hash_checked_or_follows_the_pair(
+    tmp_path, encoder, cm_path, audio
+):
+    """serve.countermeasure=models:/spoof-countermeasure/1, @challenger and `pair` (the served
+    speaker version's paired CM) all serve the registered file: the same scores and threshold
+    as the local file; a registered version whose bytes no longer match its cm_sha256 tag, or
+    `pair` for a speaker version without a countermeasure, stops the service at start-up."""
+    from speakerops.registry.champion import client_for
+
+    project = tmp_path / "reg"
+    reg = _pair_in_registry(project, cm_path)
+    assert reg["model_uri"] == "models:/spoof-countermeasure/1"
+    cm, (e1, e2, probe) = audio["cm"], audio["bona"]
+    want = cm.score(load_audio(probe, SR)[0])
+    checks = {}
+    for spec in ("models:/spoof-countermeasure/1", "models:/spoof-countermeasure@challenger", "pair"):  # fmt: skip
+        _, app, client, h = _world(project, encoder, f"serve.countermeasure={spec}")
+        check = checks[spec] = app.state.service.spoof
+        assert check.version == "models:/spoof-countermeasure/1" and check.sha256 == reg["cm_sha256"]  # fmt: skip
+        client.post(f"/v1/acme/speakers/{SPEAKER}-{len(spec)}/enroll",
+                    files=[("files", _flac(e1)), ("files", _flac(e2))], headers=h)  # fmt: skip
+        ok = client.post("/v1/acme/verify", files={"file": _flac(probe)},
+                         data={"speaker_id": f"{SPEAKER}-{len(spec)}"}, headers=h).json()  # fmt: skip
+        assert ok["countermeasure"]["score"] == pytest.approx(want, abs=1e-5), spec
+        assert ok["countermeasure"]["threshold"] == cm.threshold
+        r = client.post("/v1/acme/verify", files={"file": _spoof(audio)},
+                        data={"speaker_id": f"{SPEAKER}-{len(spec)}"}, headers=h)  # fmt: skip
+        assert r.status_code == 422 and r.json()["error"]["code"] == "spoof.suspected", spec
+
+    with pytest.raises(ValueError, match=r"serve.countermeasure=models:/spoof-countermeasure/1: .*does not match"):  # fmt: skip
+        _world(project, encoder, "serve.countermeasure=models:/spoof-countermeasure/1",
+               "serve.countermeasure_sha256=" + "0" * 64)  # fmt: skip
+    client = client_for(make_cfg(project))
+    client.set_model_version_tag("spoof-countermeasure", "1", "cm_sha256", "0" * 64)
+    with pytest.raises(ValueError, match=r"serve.countermeasure=pair: .*does not match"):
+        _world(project, encoder, "serve.countermeasure=pair")
+    client.create_model_version(MODEL_NAME, str(project / "src"))  # v2: no countermeasure
+    # a reload to v2 (Reloader: SpoofCheck.following): `pair` fails it, a named CM stays as is
+    from speakerops.core.paths import tracking_uri
+
+    settings, uri = app.state.service.settings, tracking_uri(project / "registry")
+    with pytest.raises(ValueError, match=r"models:/speaker-encoder/2 has no countermeasure"):
+        checks["pair"].following(settings, uri, (MODEL_NAME, "2"))
+    named = checks["models:/spoof-countermeasure/1"]
+    assert named.following(settings, uri, (MODEL_NAME, "2")) is named
+    with pytest.raises(ValueError, match=r"models:/speaker-encoder/2 has no countermeasure.*spoof register"):  # fmt: skip
+        cfg = make_cfg(project, "serve.countermeasure=pair")
+        create_app(cfg, encoder=encoder, model_name=MODEL_NAME, model_version="2")
+    with pytest.raises(ValueError, match=r"serve.countermeasure=pair: .*local file"):
+        cfg = make_cfg(project, "serve.countermeasure=pair")
+        create_app(cfg, encoder=encoder, model_name=MODEL_NAME, model_version="local")

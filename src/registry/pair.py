@@ -156,6 +156,38 @@ def paired_cm(mv) -> tuple[str, str] | None:
     return str(tags.get(CM_MODEL_TAG)), str(tags[CM_VERSION_TAG])
 
 
+PAIR_SPEC = "pair"  # serve.countermeasure: the CM the served speaker version is paired with
+
+
+def resolve_countermeasure(store: str, spec: str, speaker: tuple[str, str] | None):
+    """``serve.countermeasure``'s registry forms: (the CM version, its Countermeasure checked
+    against the version's ``cm_sha256`` tag). ``models:/<cm model>/<N>`` or ``@<alias>``; or
+    ``pair``: the CM that the served speaker version (``speaker``: name, version) is paired
+    with, its ``pair.countermeasure_version`` tag (serving ``@champion``: the champion pair)."""
+    from speakerops.core.mlflow import client_for as client_on
+    from speakerops.core.uris import parse_model_uri
+
+    client = client_on(store)
+    if spec != PAIR_SPEC:
+        ref = parse_model_uri(spec)
+        mv = model_version(client, ref.name, ref.version, ref.alias)
+        return load_countermeasure(client, store, mv.name, str(mv.version))
+    if speaker is None or speaker[1] == "local":
+        raise ValueError(
+            f"{PAIR_SPEC} follows the served speaker version's countermeasure, but the speaker "
+            "model is a local file: serve a registered one (serve.model=models:/<name>@champion) "
+            "or name the countermeasure (a file, or models:/spoof-countermeasure/<N>)"
+        )
+    pair = paired_cm(model_version(client, speaker[0], speaker[1], None))
+    if pair is None:
+        raise ValueError(
+            f"{registered_model_uri(*speaker)} has no countermeasure (no {CM_VERSION_TAG} tag): "
+            "pair one with `speakerops spoof register speaker="
+            f"{registered_model_uri(*speaker)}` (a new version), or set serve.countermeasure: null"
+        )
+    return load_countermeasure(client, store, *pair)
+
+
 def load_countermeasure(client, store: str, name: str, version: str):
     """(the registered CM version, its Countermeasure) checked against its ``cm_sha256`` tag."""
     mv = model_version(client, name, version, None)
@@ -251,8 +283,10 @@ __all__ = [
     "CM_VERSION_TAG",
     "SPEAKER_MODEL_TAG",
     "SPEAKER_VERSION_TAG",
+    "PAIR_SPEC",
     "load_countermeasure",
     "pair_checks",
     "paired_cm",
     "register_countermeasure",
+    "resolve_countermeasure",
 ]

@@ -155,7 +155,9 @@ def create_app(
         store=store,
         metrics=metrics,
         audit=trail,
-        spoof=SpoofCheck.from_settings(settings),
+        spoof=SpoofCheck.from_settings(
+            settings, tracking_uri=uri, speaker=(str(model_name), str(model_version))
+        ),
     )
     reloader = Reloader(None, uri)
 

@@ -59,7 +59,10 @@ class Reloader:
                             out["indexed"] = old.rebuild_index()
                     else:
                         encoder, name, version = load_model(model, self.tracking_uri)
-                        self.state.service = old.with_model(encoder, name, version)
+                        new = old.with_model(encoder, name, version)
+                        if old.spoof is not None:  # `pair`: the new version's countermeasure
+                            new.spoof = old.spoof.following(old.settings, self.tracking_uri, (name, version))  # fmt: skip
+                        self.state.service = new
                         out = {"model_name": name, "model_version": version, "changed": True}
                         out["model_version_before"] = old.model_version
                 except ServeError:

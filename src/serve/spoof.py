@@ -9,9 +9,17 @@ Spoof-suspected iff score < threshold. With ``serve.refuse_spoof`` such audio is
 stored or logged), otherwise it is answered and flagged; both are counted on ``/metrics``
 (``speakerops_spoof_flags_total{endpoint,action}``). The response's
 ``countermeasure: {score, threshold, spoof_suspected}`` and the production log's ``cm_score``
-(a drift signal) come from here. The file is hash-checked on load: against
-``serve.countermeasure_sha256``, else its sidecar; a file without an operating point is refused
-at start-up.
+(a drift signal) come from here.
+
+``serve.countermeasure`` is one of: a local file, hash-checked against
+``serve.countermeasure_sha256``, else its sidecar; a registered version
+``models:/spoof-countermeasure/<N>`` or ``@<alias>``, hash-checked against the version's
+``cm_sha256`` tag (and ``serve.countermeasure_sha256`` when set); or ``pair``: the countermeasure
+the served speaker version is paired with (its ``pair.countermeasure_version`` tag, written by
+`speakerops spoof register`); serving ``models:/speaker-encoder@champion``, that is the champion
+pair, and a reload that swaps the speaker version swaps its countermeasure with it (a new
+version without one fails the reload, the old pair kept). A countermeasure without an operating
+point, or a ``pair`` without a registered, paired speaker version, is refused at start-up.
 """
 
 from __future__ import annotations
@@ -19,8 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
+from speakerops.core.uris import parse_model_uri, registered_model_uri
 from speakerops.data.audio import AudioError, validate_waveform
 from speakerops.models.countermeasure import Countermeasure
+from speakerops.registry.pair import CM_SHA256_TAG, PAIR_SPEC, resolve_countermeasure
 from speakerops.serve.errors import ServeError
 from speakerops.serve.intake import Utterance
 from speakerops.serve.metrics import Metrics
@@ -33,23 +45,53 @@ class SpoofCheck:
     threshold: float
     refuse: bool
     sha256: str | None = None
+    source: str | None = None  # serve.countermeasure as configured
+    version: str | None = None  # models:/<cm model>/<N> when it came from the registry
 
     @classmethod
-    def from_settings(cls, settings: ServeSettings) -> SpoofCheck | None:
-        """The configured countermeasure, or None (``serve.countermeasure: null``)."""
-        if settings.countermeasure is None:
+    def from_settings(
+        cls,
+        settings: ServeSettings,
+        *,
+        tracking_uri: str | None = None,
+        speaker: tuple[str, str] | None = None,
+    ) -> SpoofCheck | None:
+        """The configured countermeasure (module doc), or None (``serve.countermeasure: null``).
+        ``speaker``: the served (model name, version), which ``pair`` follows."""
+        spec = settings.countermeasure
+        if spec is None:
             return None
-        where = f"serve.countermeasure={settings.countermeasure}"
+        sha, version = settings.countermeasure_sha256, None
         try:
-            cm = Countermeasure.load(settings.countermeasure, settings.countermeasure_sha256)
+            if spec == PAIR_SPEC or parse_model_uri(spec).is_registry:
+                if not tracking_uri:
+                    raise ValueError("a registry countermeasure needs the MLflow store (paths.registry_dir)")  # fmt: skip
+                mv, cm = resolve_countermeasure(tracking_uri, spec, speaker)
+                registered = str(mv.tags.get(CM_SHA256_TAG))
+                if sha is not None and sha != registered:
+                    raise ValueError(
+                        f"serve.countermeasure_sha256={sha} does not match {mv.name} "
+                        f"v{mv.version}'s {CM_SHA256_TAG} {registered}"
+                    )
+                sha, version = registered, registered_model_uri(mv.name, str(mv.version))
+            else:
+                cm = Countermeasure.load(spec, sha)
             threshold = cm.threshold
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from exc
-        return cls(cm, threshold, settings.refuse_spoof, settings.countermeasure_sha256)
+        except (OSError, ValueError, MlflowException) as exc:
+            raise ValueError(f"serve.countermeasure={spec}: {exc}") from exc
+        return cls(cm, threshold, settings.refuse_spoof, sha, spec, version)
 
     def describe(self) -> dict[str, Any]:
         op = self.cm.operating_point or {}
-        return {"threshold": self.threshold, "rule": op.get("rule"), "refuse": self.refuse}
+        return {"threshold": self.threshold, "rule": op.get("rule"), "refuse": self.refuse,
+                "model_uri": self.version}  # fmt: skip
+
+    def following(self, settings: ServeSettings, tracking_uri: str, speaker: tuple[str, str]):
+        """The check for a newly served speaker version: ``pair`` loads that version's
+        countermeasure (raises when it has none); any other source is kept as it is."""
+        if self.source != PAIR_SPEC:
+            return self
+        return SpoofCheck.from_settings(settings, tracking_uri=tracking_uri, speaker=speaker)
 
     def assess(self, utt: Utterance, rate: int, endpoint: str, metrics: Metrics) -> dict[str, Any]:
         """``{score, threshold, spoof_suspected}`` of `utt` (its waveform at `rate`, the speaker
