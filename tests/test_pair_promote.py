@@ -138,6 +138,20 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
     ]
     assert records[-1]["countermeasure"] == {"model_name": CM, "candidate_version": "1",
                                              "champion_before": None, "champion_after": "1"}  # fmt: skip
+    # the champion pair's drift reference holds the CM's score of each of its recordings
+    import numpy as np
+
+    from speakerops.core.keys import keyring_from_cfg
+    from speakerops.core.paths import tracking_uri
+    from speakerops.drift.reference import load_champion_reference
+    from speakerops.models.countermeasure import Countermeasure
+
+    ref, version = load_champion_reference(SPK, tracking_uri=tracking_uri(root / "registry"),
+                                           keyring=keyring_from_cfg(world["cfg"]))  # fmt: skip
+    assert version == "1" and reg["reference_cm_scores"] == len(ref) > 0
+    scores = ref.metadata["cm_score"].to_numpy(dtype=float)
+    assert np.isfinite(scores).mean() > 0.9 and np.nanstd(scores) > 0
+    assert ref.info["cm_operating_point"] == Countermeasure.load(world["good"]).operating_point
 
     # a speaker model without a countermeasure against the champion pair: refused, what to run
     rc, verdict, text, out_dir = promote(world, "2")

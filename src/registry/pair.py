@@ -95,6 +95,7 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
             "version with this countermeasure"
         )
     name = cm_model_name(cfg)
+    reference = _pair_reference(cfg, client, speaker, cm)
     run_id = _cm_run(cfg, client, cm_path)
     client.log_artifact(run_id, str(cm_path), CM_ARTIFACT_PATH)
     client.log_artifact(run_id, str(sidecar(cm_path)), CM_ARTIFACT_PATH)
@@ -121,12 +122,42 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
         "run_id": run_id,
         "speaker_model_uri": registered_model_uri(s_name, s_version),
         "aliases": sorted(client.get_model_version(name, version).aliases),
+        "reference_cm_scores": reference,
         **tags,
     }
     out = Path(cfg.register.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "registered_cm.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _pair_reference(cfg: DictConfig, client, speaker, cm: Countermeasure) -> int | None:
+    """The speaker version's drift reference (its run's ``reference`` artifacts) gains the CM
+    scores of its recordings (:func:`~speakerops.registry.reference.with_cm_scores`), logged
+    over it on the same run, so that a champion pair's drift job checks ``cm_score``. Returns
+    how many recordings it holds (None: the version has no run or no reference)."""
+    import tempfile
+
+    from speakerops.core.keys import keyring_from_cfg
+    from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, load_reference, with_cm_scores
+
+    if not speaker.run_id:
+        return None
+    store = tracking_uri(cfg.paths.registry_dir)
+    keyring = keyring_from_cfg(cfg)
+    with tempfile.TemporaryDirectory() as tmp, fluent_store(store):
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=speaker.run_id, artifact_path=REFERENCE_ARTIFACT_PATH, dst_path=tmp,
+                tracking_uri=store,
+            )  # fmt: skip
+        except (MlflowException, OSError):
+            return None
+        ref = load_reference(local, keyring=keyring)
+        out = with_cm_scores(ref, cfg.data.prepared_dir, Path(tmp) / "with_cm", keyring=keyring,
+                             countermeasure=cm)  # fmt: skip
+        client.log_artifacts(speaker.run_id, str(out), REFERENCE_ARTIFACT_PATH)
+    return len(ref)
 
 
 def _cm_run(cfg: DictConfig, client, cm_path: Path) -> str:

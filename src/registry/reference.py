@@ -44,6 +44,7 @@ __all__ = [
     "Reference",
     "build_reference_from_eval",
     "load_reference",
+    "with_cm_scores",
     "pseudonymise_ids",
     "save_reference",
 ]
@@ -268,3 +269,35 @@ def _cm_score(cm: Countermeasure, path: str, start: Any, end: Any) -> float:
         return cm.score(load_audio(path, cm.sample_rate, start=start, end=end)[0])
     except (AudioError, ValueError):
         return float("nan")
+
+
+def with_cm_scores(
+    ref: Reference, prepared_dir: str | Path, out_dir: str | Path, *, keyring: Keyring,
+    countermeasure: Countermeasure,
+) -> Path:  # fmt: skip
+    """`ref` written again with each recording's CM score (``cm_score``, as
+    :func:`build_reference_from_eval` with a countermeasure): the reference of a speaker version
+    when its countermeasure is paired with it. Its recordings are found in the prepared
+    manifest by their pseudonyms; one missing is a clear error (the manifest is not the one the
+    speaker version was evaluated on)."""
+    manifest = read_manifest(Path(prepared_dir) / "manifest.csv")
+    key = keyring.pseudonym_key()
+    rows = dict(zip(pseudonymise_ids(manifest[["utt_id"]], key)["utt_id"], range(len(manifest)), strict=True))  # fmt: skip
+    missing = [u for u in ref.metadata["utt_id"] if u not in rows]
+    if missing:
+        raise ValueError(
+            f"{Path(prepared_dir) / 'manifest.csv'}: {len(missing)} of the {len(ref)} reference "
+            "recordings are not in it, so the countermeasure cannot score them: run `speakerops "
+            "prepare` as for the speaker version's evaluation (or register it again)"
+        )
+    picked = manifest.iloc[[rows[u] for u in ref.metadata["utt_id"]]].reset_index(drop=True)
+    metadata = ref.metadata.copy()
+    metadata["cm_score"] = [
+        _cm_score(countermeasure, p, a, b) for p, (a, b) in zip(picked["path"], row_spans(picked), strict=True)
+    ]  # fmt: skip
+    extra = {k: v for k, v in ref.info.items() if k not in {"format", "format_version", "created_at", "n", "dim",
+             "metadata_columns", "n_speakers", "model_name", "model_version", "files"}}  # fmt: skip
+    extra.update(cm_unscored=int(metadata["cm_score"].isna().sum()),
+                 cm_operating_point=countermeasure.operating_point)  # fmt: skip
+    return _write_reference(out_dir, ref.embeddings, metadata, ref.scores, keyring=keyring,
+                            model_name=ref.model_name, model_version=ref.model_version, extra=extra)  # fmt: skip
