@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves the package as a new user gets it (called by .ci/run):
-#   1. build the wheel and the sdist from this checkout;
+#   1. build the wheel and the sdist from a copy of this checkout's files;
 #   2. a fresh virtual environment outside the checkout, whose dependencies are those of
 #      ./.venv (a .pth line: torch 2.11 and the rest are not downloaded again), with the wheel
 #      installed --no-deps; `pip check` there proves the wheel's pins (torch==2.11.0, ...) hold;
@@ -20,8 +20,13 @@ WORK=$(mktemp -d /tmp/speakerops-package.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 t0=$(date +%s)
 echo "package: building the wheel and the sdist"
-"$PY" -m build --no-isolation --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; exit 1; }
-rm -rf build speakerops.egg-info
+# from a copy of the checkout's files (tracked and untracked, not git-ignored): the build writes
+# nothing (build/, speakerops.egg-info) into the checkout, where .ci/run's tests run meanwhile
+mkdir "$WORK/src"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | tar --null -T - -cf - | tar -xf - -C "$WORK/src"
+"$PY" -m build --no-isolation --outdir "$WORK/dist" "$WORK/src" >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; exit 1; }
 WHEEL=$(ls "$WORK"/dist/speakerops-*.whl)
 SDIST=$(ls "$WORK"/dist/speakerops-*.tar.gz)
 for member in speakerops/conf/config.yaml speakerops/conf/model/ecapa_small.yaml \

@@ -52,6 +52,22 @@ def write_wav(path: Path, wav: np.ndarray, rate: int = 16000, fmt: str | None = 
     return path
 
 
+# The slowest test files (one `dvc repro`, a SIGKILLed promote per journal step, a PostgreSQL-
+# backed server, ...) run first: `scripts/test.sh` hands whole files to two pytest-xdist workers
+# (`--dist loadfile`, in this order), so the run does not end on one of them alone.
+SLOW_FIRST = (
+    "test_pipeline.py",
+    "test_promote_journal.py",
+    "test_promote_concurrency.py",
+    "test_drift_api.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 @pytest.fixture
 def audio_folder(tmp_path: Path) -> Path:
     """`root/<speaker>/*.wav|flac` for 6 speakers at 8, 16 and 22.05 kHz, plus bad files."""
