@@ -57,13 +57,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from speakerops.core.keys import (
-    PSEUDONYM_KEY_ENV,
-    KeyMaterialError,
-    Keyring,
-    check_pseudonym_key,
-    pseudonym,
+from speakerops.core.keys import PSEUDONYM_KEY_ENV, KeyMaterialError, Keyring
+from speakerops.drift.pseudonyms import (
+    leaks_speaker,
+    resolve_pseudonym_key,
+    speaker_pseudonym,
+    utterance_pseudonym,
 )
+
+__all__ = [  # the pseudonym helpers live in speakerops.drift.pseudonyms, re-exported here
+    "PSEUDONYM_KEY_ENV",
+    "append_production_log",
+    "emb_column_names",
+    "embedding_columns",
+    "read_production_log",
+    "resolve_pseudonym_key",
+    "speaker_pseudonym",
+    "to_utc",
+    "utterance_pseudonym",
+]
 
 LOG_FORMAT_VERSION = "2"
 LOG_PURPOSE = "production-log"
@@ -112,28 +124,6 @@ def to_utc(value: Any, *, what: str = "timestamp") -> datetime:
     return ts.to_pydatetime()
 
 
-def resolve_pseudonym_key(key: bytes | str | None, keyring: Keyring | None) -> bytes:
-    """The HMAC key: the argument, else the keyring's (env ``SPEAKEROPS_PSEUDONYM_KEY`` first)."""
-    if key is not None:
-        return check_pseudonym_key(key)
-    if keyring is None:
-        raise KeyMaterialError(
-            f"no pseudonym key: pass keyring= or pseudonym_key=, or set {PSEUDONYM_KEY_ENV}; "
-            "raw ids are never written to the log"
-        )
-    return keyring.pseudonym_key()
-
-
-def speaker_pseudonym(speaker_id: str, key: bytes) -> str:
-    """``HMAC-SHA256(key, speaker_id.encode("utf-8")).hexdigest()`` (64 hex chars)."""
-    return pseudonym(speaker_id, key)
-
-
-def utterance_pseudonym(utt_id: str, key: bytes) -> str:
-    """``HMAC-SHA256(key, "utt\\x00" + utt_id)``: domain-separated from speaker pseudonyms."""
-    return pseudonym("utt\x00" + str(utt_id), key)
-
-
 def _aad(model_name: str, model_version: str, utt_key: str) -> bytes:
     return f"{LOG_PURPOSE}\x00{model_name}\x00{model_version}\x00{utt_key}".encode()
 
@@ -165,11 +155,6 @@ def _per_row(values: Any, n: int, what: str) -> list:
     if len(seq) != n:
         raise ValueError(f"{what} has {len(seq)} values but there are {n} embeddings")
     return seq
-
-
-def _leaks_speaker(utt_id: str, speaker_id: str) -> bool:
-    tokens = set(re.split(r"[^A-Za-z0-9]+", utt_id))
-    return speaker_id in tokens or (len(speaker_id) >= 4 and speaker_id in utt_id)
 
 
 def append_production_log(
@@ -245,7 +230,7 @@ def append_production_log(
                 if s is None:
                     continue
                 s = str(s)
-                if _leaks_speaker(u, s):
+                if leaks_speaker(u, s):
                     raise ValueError(
                         f"utt_id {u!r} contains its raw speaker id {s!r}; the log must not hold "
                         "raw speaker ids: pass opaque utterance ids (a request id or a hash)"
