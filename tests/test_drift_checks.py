@@ -20,7 +20,7 @@ from speakerops.drift.checks import (
 from speakerops.drift.config import drift_config, drift_defaults
 from speakerops.drift.results import DriftRefusal
 from speakerops.drift.simulated_traffic import synthetic_population, synthetic_window
-from speakerops.eval.scoring import build_cohort
+from speakerops.eval.cohort import build_cohort
 from speakerops.registry.reference import Reference
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from speakerops.eval.calibration import LinearCalibration, QualityCalibration
+from speakerops.eval.cohort import speaker_means
 from speakerops.eval.metrics import eer
 from speakerops.eval.scoring import (
     ScoreNormalization,
@@ -16,7 +17,6 @@ from speakerops.eval.scoring import (
     asnorm_scores,
     cohort_stats,
     cosine_scores,
-    speaker_means,
 )
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 from speakerops.drift.config import drift_config
 from speakerops.drift.results import CheckResult, DriftRefusal, DriftResult
 from speakerops.drift.window import GROUP_COLUMN, check_versions, prepare_window
-from speakerops.eval.scoring import build_cohort
+from speakerops.eval.cohort import build_cohort
 from speakerops.registry.reference import Reference
 
 SCORE_COLUMNS = ("score_cohort_topk", "score_random_pair")

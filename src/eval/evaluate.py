@@ -37,6 +37,7 @@ from speakerops.data.quality import QualitySettings
 from speakerops.eval.assess import AssessSettings, assess
 from speakerops.eval.baseline import mean_mfcc_embeddings
 from speakerops.eval.calibration import LinearCalibration, QualityCalibration, log_min_duration
+from speakerops.eval.cohort import select_cohort_speakers, speaker_means
 from speakerops.eval.embed import EmbeddingBatch, embed_rows
 from speakerops.eval.metrics import verification_metrics
 from speakerops.eval.plots import bias_plot, calibration_plot, det_plot
@@ -44,8 +45,6 @@ from speakerops.eval.scoring import (
     ScoreNormalization,
     Scorer,
     cosine_scores,
-    select_cohort_speakers,
-    speaker_means,
     system_scores,
 )
 from speakerops.eval.sealed import (
@@ -142,7 +141,7 @@ def embed_cohort(
 ) -> tuple[np.ndarray, list[str]]:
     """The AS-norm cohort of the training split: the unit-norm mean embedding of each
     training speaker (its first ``utts_per_speaker`` utterances by id; at most
-    ``max_speakers`` seeded speakers, :func:`speakerops.eval.scoring.select_cohort_speakers`)."""
+    ``max_speakers`` seeded speakers, :func:`speakerops.eval.cohort.select_cohort_speakers`)."""
     train = manifest[manifest["split"] == "train"]
     n_train = train["speaker"].nunique()
     if n_train < 2:
