@@ -12,7 +12,10 @@ A policy has (see the file itself for a commented example):
 * ``relative``: ``metric: {margin: m}`` (optionally ``higher_is_better: true``): candidate vs
   champion on the same trial list, decided on the paired speaker-bootstrap interval of
   d = candidate − champion: non-inferior iff high(d) <= m (or low(d) >= −m when higher is
-  better).
+  better). ``{superiority: true}`` (margin 0 unless given) asks for more: the candidate is
+  better, high(d) < −m (or low(d) > m when higher is better).
+* ``channels``: ``<name>: {relative: {...}}``: relative gates on a channel condition of the
+  eval list (the same trial pairs through a simulated channel, ``data.eval_channels``).
 
 * ``countermeasure``: the pair gates (:mod:`speakerops.registry.cm_gate`) and the CM's
   ``operating_point`` rule (``{rule: eer}`` or ``{rule: bonafide_rejection, rate: r}``): how
@@ -52,6 +55,7 @@ _KNOWN = {
     "absolute",
     "relative",
     "countermeasure",
+    "channels",
 }
 
 
@@ -87,10 +91,12 @@ class RelativeGate:
     metric: str
     margin: float
     higher_is_better: bool
+    superiority: bool = False  # better than the champion, not only non-inferior
+    channel: str | None = None  # a channel condition's list (`channels:`), None: the eval list
 
     @property
     def name(self) -> str:
-        return f"{self.metric}.vs_champion"
+        return f"{self.channel + '.' if self.channel else ''}{self.metric}.vs_champion"
 
 
 @dataclass
@@ -111,6 +117,8 @@ class Policy:
     cm_operating_point: dict[str, Any] = field(
         default_factory=lambda: dict(DEFAULT_CM_OPERATING_POINT)
     )
+    # relative gates on channel conditions of the eval list (`channels:`), by channel
+    channels: dict[str, list[RelativeGate]] = field(default_factory=dict)
 
     @property
     def threshold(self) -> float:
@@ -198,23 +206,39 @@ def _absolute(raw: Any, path: Path) -> list[AbsoluteGate]:
     return gates
 
 
-def _relative(raw: Any, path: Path) -> list[RelativeGate]:
+def _relative(raw: Any, path: Path, channel: str | None = None) -> list[RelativeGate]:
     raw = raw or {}
+    prefix = f"channels.{channel}.relative" if channel else "relative"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: `relative:` must map metric -> {{margin: m}}")
+        raise ValueError(f"{path}: `{prefix}:` must map metric -> {{margin: m}}")
     gates = []
     for metric, spec in raw.items():
-        where = f"{path}: relative.{metric}"
-        if not isinstance(spec, Mapping) or "margin" not in spec:
-            raise ValueError(f"{where}: expected {{margin: m}}, got {spec!r}")
-        unknown = set(spec) - {"margin", "higher_is_better"}
+        where = f"{path}: {prefix}.{metric}"
+        superiority = isinstance(spec, Mapping) and spec.get("superiority", False)
+        if not isinstance(superiority, bool):
+            raise ValueError(f"{where}.superiority must be true or false, got {superiority!r}")
+        if not isinstance(spec, Mapping) or ("margin" not in spec and not superiority):
+            raise ValueError(
+                f"{where}: expected {{margin: m}} or {{superiority: true}}, got {spec!r}"
+            )
+        unknown = set(spec) - {"margin", "higher_is_better", "superiority"}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        margin = _number(spec["margin"], f"{where}.margin")
+        margin = _number(spec.get("margin", 0.0), f"{where}.margin")
         if margin < 0:
             raise ValueError(f"{where}.margin must be >= 0, got {margin}")
-        gates.append(RelativeGate(str(metric), margin, bool(spec.get("higher_is_better", False))))
+        better = bool(spec.get("higher_is_better", False))
+        gates.append(RelativeGate(str(metric), margin, better, superiority, channel))
     return gates
+
+
+def _channels(raw: Any, path: Path) -> dict[str, list[RelativeGate]]:
+    raw = raw or {}
+    if not isinstance(raw, Mapping) or any(
+        not isinstance(v, Mapping) or set(v) != {"relative"} for v in raw.values()
+    ):
+        raise ValueError(f"{path}: `channels:` maps a channel name -> {{relative: {{...}}}}")
+    return {str(name): _relative(spec["relative"], path, str(name)) for name, spec in raw.items()}
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -256,6 +280,7 @@ def load_policy(path: str | Path) -> Policy:
         cm_absolute=cm_absolute,
         cm_relative=cm_relative,
         cm_operating_point=_cm_operating_point(cm.get("operating_point"), str(path)),
+        channels=_channels(raw.get("channels"), path),
     )
 
 

@@ -5,7 +5,8 @@ DC-shifted file goes to `quarantine.csv` with its reason and the run goes on, an
 entry the file lister skipped (a directory named like audio, a dangling link, an unsupported
 format, a file the corpus layout cannot place, duplicate utterance ids). Outputs in `data.prepared_dir`:
 `manifest.csv`, `quarantine.csv`, `trials_calibration.csv`, `trials_eval.csv` (+ `.sha256`),
-`prepare.json` (counts and hashes).
+`prepare.json` (counts and hashes); with `data.eval_channels`, a folder per channel condition
+of the eval split (:mod:`speakerops.data.channel_copy`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from speakerops.core.config import compose
-from speakerops.data.pins import write_trial_inputs
 from speakerops.data import corpora
+from speakerops.data.channel_copy import eval_channels, write_channel_copies
+from speakerops.data.pins import write_trial_inputs
 from speakerops.data.audio import AudioError, load_audio
 from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing
 from speakerops.data.manifest import (
@@ -149,14 +151,16 @@ def build_manifest(data: DictConfig, progress: bool = True) -> tuple[pd.DataFram
 def prepare(data: DictConfig, progress: bool = True) -> dict:
     """Run the stage and return its summary (also written to `prepare.json`)."""
     out = Path(data.prepared_dir)
+    eval_channels(data)  # a bad channel list is refused before any file is read
     out.mkdir(parents=True, exist_ok=True)
     manifest, quarantine = build_manifest(data, progress)
     columns = ["utt_id", "path", "speaker", "duration", "sample_rate", *METADATA_COLUMNS, "split"]
     extra = [c for c in manifest.columns if c not in columns]
-    manifest[columns + extra].to_csv(out / "manifest.csv", index=False)
+    manifest = manifest[columns + extra]
+    manifest.to_csv(out / "manifest.csv", index=False)
     quarantine.to_csv(out / "quarantine.csv", index=False)
     t = data.trials
-    hashes, input_hashes = {}, {}
+    hashes, input_hashes, written = {}, {}, {}
     for split in ("calibration", "eval"):
         rows = manifest[manifest["split"] == split]
         if split == "eval" and data.get("official_trials"):
@@ -168,6 +172,7 @@ def prepare(data: DictConfig, progress: bool = True) -> dict:
         else:
             continue
         hashes[split] = write_trials(trials, out / f"trials_{split}.csv")
+        written[split] = trials
         input_hashes[split] = write_trial_inputs(trials, manifest, out / f"trials_{split}.csv")
     summary = {
         "corpus": data.corpus,
@@ -179,6 +184,7 @@ def prepare(data: DictConfig, progress: bool = True) -> dict:
         },
         "trial_hashes": hashes,
         "trial_input_hashes": input_hashes,
+        "channels": write_channel_copies(data, out, manifest, written),
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from speakerops.core.policy import Policy
+from speakerops.core.policy import Policy, RelativeGate
 
 # --------------------------------------------------------------------------- checks
 
@@ -110,24 +110,29 @@ def check_relative(
     difference: Mapping[str, Any] | None,
     policy: Policy,
     champion_label: str = "champion",
+    gates: list[RelativeGate] | None = None,
 ) -> list[dict]:
-    """One check per relative gate (paired-bootstrap interval of candidate − champion).
+    """One check per relative gate (paired-bootstrap interval of candidate − champion):
+    ``gates``, or the policy's relative gates on the eval list.
 
     With no champion: refused when the policy requires one, otherwise recorded as skipped."""
     checks = []
-    for g in policy.relative:
+    for g in policy.relative if gates is None else gates:
         base = {
             "gate": g.name,
             "kind": "relative",
             "metric": g.metric,
             "threshold": g.margin,
-            "op": "non-inferior",
+            "op": "superior" if g.superiority else "non-inferior",
             "decided_on": "low" if g.higher_is_better else "high",
         }
+        if g.channel:
+            base["channel"] = g.channel
+        label = f"{g.channel}: {g.metric}" if g.channel else g.metric
         cand, _, _ = _figure(candidate, g.metric)
         if champion is None:
             ok = not policy.require_champion
-            reason = f"{g.metric}: no champion to compare with " + (
+            reason = f"{label}: no champion to compare with " + (
                 "and the policy requires one (fail closed)"
                 if not ok
                 else "(require_champion: false): relative gate skipped"
@@ -142,19 +147,26 @@ def check_relative(
         d, low, high = _figure(difference or {}, g.metric)
         if cand is None or champ is None or d is None:
             who = "candidate" if cand is None else champion_label if champ is None else "pair"
-            ok, reason = False, f"{g.metric}: missing for the {who} (fail closed)"
+            ok, reason = False, f"{label}: missing for the {who} (fail closed)"
         elif math.isnan(low) or math.isnan(high) or math.isnan(d):
-            ok, reason = False, f"{g.metric}: difference not assessable (fail closed)"
+            ok, reason = False, f"{label}: difference not assessable (fail closed)"
         else:
-            if g.higher_is_better:
+            if g.superiority and g.higher_is_better:
+                ok = low > g.margin
+                rule = f"low bound {low:+.4f} {'>' if ok else '<='} margin {g.margin:g}"
+            elif g.superiority:
+                ok = high < -g.margin
+                rule = f"high bound {high:+.4f} {'<' if ok else '>='} −margin {0.0 - g.margin:g}"
+            elif g.higher_is_better:
                 ok = low >= -g.margin
                 rule = f"low bound {low:+.4f} {'>=' if ok else '<'} −margin {-g.margin:g}"
             else:
                 ok = high <= g.margin
                 rule = f"high bound {high:+.4f} {'<=' if ok else '>'} margin {g.margin:g}"
             reason = (
-                f"{g.metric}: candidate {cand:.4f} vs {champion_label} {champ:.4f}, "
-                f"difference {d:+.4f} [{low:+.4f}, {high:+.4f}]; non-inferiority {rule}"
+                f"{label}: candidate {cand:.4f} vs {champion_label} {champ:.4f}, "
+                f"difference {d:+.4f} [{low:+.4f}, {high:+.4f}]; "
+                f"{'superiority' if g.superiority else 'non-inferiority'} {rule}"
             )
         checks.append(
             base

@@ -11,7 +11,8 @@ Promotion of ``models:/<name>/<version>``:
    AS-norm with the packaged cohort) -> the packaged calibration -> LLRs.
 3. :func:`speakerops.eval.assess.assess`: metrics, FMR/FNMR and per-group bias at the
    policy's shipped threshold, speaker-bootstrap intervals, paired intervals of
-   candidate − champion.
+   candidate − champion; the same on each channel condition the policy gates and the config
+   prepares (:mod:`speakerops.registry.channels`: e.g. the telephone copy of the eval list).
 4. The policy's absolute and relative gates -> verdict (the pure
    :func:`speakerops.registry.verdict.promotion_verdict`). Writes `verdict.json` (deterministic:
    the same promotion twice gives the same bytes), `report.md`, `det.png`,
@@ -54,6 +55,7 @@ from speakerops.eval.plots import bias_plot, calibration_plot, det_plot
 from speakerops.eval.scoring import Scorer, system_scores
 from speakerops.eval.trials import load_trial_set
 from speakerops.registry import audit, journal
+from speakerops.registry.channels import assess_channels
 from speakerops.registry.champion import (
     client_for,
     current_champion,
@@ -241,6 +243,16 @@ def _promote_locked(
         results, diff = assess(trials, systems, settings)
         pair_rows, pair = pair_checks(cfg, policy, client, cand, champ, encoders)
         checks += pair_rows
+        channels, channel_pre = assess_channels(
+            cfg,
+            policy,
+            settings,
+            trials.sha256,
+            lambda uri, m, t: _score(uri, m, t, progress, store, keyring)[:2],
+            (cand_label, registered_model_uri(name, version)),
+            (champ_label, registered_model_uri(name, champ.version)) if champ else None,
+        )
+        checks += channel_pre
         c = results[cand_label]
         h = results.get(champ_label) if champ_label else None
         v = promotion_verdict(
@@ -251,7 +263,9 @@ def _promote_locked(
             h.figures if h else None,
             diff,
             champ_label or CHAMPION,
+            channels,
         )
+        verdict["channels"] = channels
         verdict["models"] = info
         verdict["figures"] = {
             "candidate": _figure_table(c),

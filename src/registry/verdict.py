@@ -114,16 +114,45 @@ def promotion_verdict(
     champion_figures: Mapping[str, Any] | None = None,
     difference: Mapping[str, Any] | None = None,
     champion_label: str = "champion",
+    channels: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Verdict:
     """The verdict: ``checks`` (the preconditions) followed, when the candidate was assessed
-    (``candidate_figures`` given), by the policy's absolute and relative gates."""
+    (``candidate_figures`` given), by the policy's absolute and relative gates and its channel
+    gates (``channels``: the figures of :func:`speakerops.registry.channels.assess_channels`)."""
     checks = list(checks)
     if candidate_figures is not None:
         checks += check_absolute(candidate_figures, policy, candidate_details)
         checks += check_relative(
             candidate_figures, champion_figures, difference, policy, champion_label
         )
+        checks += channel_checks(policy, channels or {}, champion_label)
     return decide(checks)
+
+
+def channel_checks(
+    policy: Policy, channels: Mapping[str, Mapping[str, Any]], champion_label: str = "champion"
+) -> list[dict]:
+    """The policy's relative gates on each channel condition (``channels:``); a channel that
+    was not assessed (the config does not prepare it, ``data.eval_channels``) is a skipped
+    check that says so."""
+    checks = []
+    for name, gates in policy.channels.items():
+        got = channels.get(name)
+        if got is None:
+            for g in gates:
+                check = precondition(
+                    g.name,
+                    True,
+                    f"{name}: {g.metric}: the config prepares no {name} list "
+                    f"(data.eval_channels): channel gate skipped",
+                )
+                checks.append(check | {"kind": "relative", "channel": name, "skipped": True})
+            continue
+        checks += check_relative(
+            got["candidate"], got.get("champion"), got.get("difference"), policy,
+            champion_label, gates,
+        )  # fmt: skip
+    return checks
 
 
 def outcome(
