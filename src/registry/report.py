@@ -86,6 +86,8 @@ def _threshold_cell(c: Mapping[str, Any]) -> str:
         return f"`{str(t)[:12]}…`" if isinstance(t, str) and len(t) > 20 else str(t or "")
     if kind == "relative":
         m = float(c["threshold"])
+        if c.get("op") == "superior":
+            return f"Δ high < {0.0 - m:g}" if c.get("decided_on") == "high" else f"Δ low > +{m:g}"
         return f"Δ high ≤ +{m:g}" if c.get("decided_on") == "high" else f"Δ low ≥ −{m:g}"
     sym = "≤" if c.get("op") == "max" else "≥"
     on = "" if c.get("decided_on", "value") == "value" else f" ({c['decided_on']} bound)"
@@ -112,9 +114,11 @@ def _gate_name(c: Mapping[str, Any]) -> str:
             "trials.champion": "champion evaluated on the pinned trial list",
             "champion.present": "champion present",
             "calibration.candidate": "candidate ships a calibration",
-        }.get(c["gate"], c["gate"])
+        }.get(c["gate"], c["gate"].replace("trials.", "same trial pairs on the list: ", 1))
     if kind == "relative":
-        return f"{_metric_name(c['metric'])} vs champion (non-inferiority)"
+        test = "superiority" if c.get("op") == "superior" else "non-inferiority"
+        where = f"{c['channel']}: " if c.get("channel") else ""
+        return f"{where}{_metric_name(c['metric'])} vs champion ({test})"
     return _metric_name(c["metric"])
 
 

@@ -6,6 +6,7 @@ figures is :func:`speakerops.registry.promote.promote` (through :mod:`speakerops
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -140,13 +141,26 @@ def channel_checks(
         got = channels.get(name)
         if got is None:
             for g in gates:
-                check = precondition(
-                    g.name,
-                    True,
-                    f"{name}: {g.metric}: the config prepares no {name} list "
-                    f"(data.eval_channels): channel gate skipped",
+                checks.append(
+                    {
+                        "gate": g.name,
+                        "kind": "relative",
+                        "channel": name,
+                        "metric": g.metric,
+                        "threshold": g.margin,
+                        "op": "superior" if g.superiority else "non-inferior",
+                        "decided_on": "low" if g.higher_is_better else "high",
+                        "value": None,
+                        "low": math.nan,
+                        "high": math.nan,
+                        "passed": True,
+                        "skipped": True,
+                        "candidate": None,
+                        "champion": None,
+                        "reason": f"{name}: {g.metric}: the config prepares no {name} list "
+                        "(data.eval_channels): channel gate skipped",
+                    }
                 )
-                checks.append(check | {"kind": "relative", "channel": name, "skipped": True})
             continue
         checks += check_relative(
             got["candidate"], got.get("champion"), got.get("difference"), policy,
