@@ -17,8 +17,9 @@ from speakerops.cli.base import Call, _print_json, command
     "against register.policy's countermeasure gates (and a champion pair), exit 1 refused; "
     "register: the countermeasure as a version of register.cm_model_name paired with a "
     "registered speaker version (lineage both ways, alias challenger; `promote` then gates and "
-    "moves the pair together)",
-    actions=("prepare", "evaluate", "gate", "register"),
+    "moves the pair together); fuse: several CMs as one (score-level, weights fit on the "
+    "calibration split's seen attacks)",
+    actions=("prepare", "evaluate", "gate", "register", "fuse"),
     options={
         "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",
         "champion": "gate: the champion pair's spoof_eval.json (optional: relative gates)",
@@ -28,6 +29,8 @@ from speakerops.cli.base import Call, _print_json, command
         "cm": "evaluate: the trained countermeasure file (default spoof.evaluate.countermeasure); "
         "register: the file `spoof evaluate` wrote with its threshold (default "
         "spoof.eval_dir/countermeasure.safetensors)",
+        "members": "fuse: the countermeasure files to fuse, comma-separated (weights fit by "
+        "logistic regression on the calibration split -> spoof.fuse.out_dir)",
         "speaker": "register: the speaker version it pairs with (models:/speaker-encoder/<N>)",
     },
 )
@@ -48,6 +51,12 @@ def cmd_spoof(call: Call, cfg: DictConfig) -> int:
 
         cm = call.options.get("cm", Path(cfg.spoof.eval_dir) / FILENAME)
         _print_json(register_countermeasure(cfg, cm, call.options["speaker"]))
+        return 0
+    if call.action == "fuse":
+        from speakerops.eval.cm_fusion_fit import fuse
+
+        members = [m for m in str(call.options.get("members", "")).split(",") if m]
+        _print_json(fuse(cfg, members))
         return 0
     if call.action == "evaluate":
         from speakerops.eval.spoof_eval import evaluate_pair

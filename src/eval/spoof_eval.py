@@ -52,7 +52,7 @@ from speakerops.eval.spoof_metrics import (
     min_t_dcf,
     sasv_eers,
 )
-from speakerops.models.countermeasure import FILENAME, Countermeasure
+from speakerops.models.countermeasure import Countermeasure
 from speakerops.models.encoder import SpeakerEncoder
 
 
@@ -244,6 +244,6 @@ def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path
     cm.extras["operating_point"] = {**rule, "threshold": ps.cm_threshold, "split": "calibration",
                                     "cm_calibration_sha256": ps.hashes["cm_calibration"]}  # fmt: skip
     report["cm"]["operating_point"] = rule
-    report["cm"]["file"] = str(cm.save(out / FILENAME))
+    report["cm"]["file"] = str(cm.save(out / cm.filename))
     (out / "spoof_eval.json").write_text(dumps(report))
     return report

@@ -137,6 +137,8 @@ def build_front(features: Mapping[str, Any]) -> nn.Module:
 class Countermeasure(nn.Module):
     """Front end (LFCC or raw) → backbone → linear → bona fide logit ``[B]``."""
 
+    filename = FILENAME  # what `spoof evaluate` names the file it writes
+
     def __init__(
         self, backbone: nn.Module, features: Mapping[str, Any], model_cfg: Mapping[str, Any]
     ) -> None:
@@ -234,6 +236,12 @@ class Countermeasure(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, sha256: str | None = None) -> Countermeasure:
+        """A countermeasure file, or a fused one (``.json``: :mod:`speakerops.models.cm_fusion`,
+        the same API), checked against ``sha256`` (default: its sidecar)."""
+        from speakerops.models.cm_fusion import FusedCountermeasure, is_fused
+
+        if is_fused(path):
+            return FusedCountermeasure.load(path, sha256)  # type: ignore[return-value]
         content = encoder_file.read(path, sha256)
         if content.extras.get("task") != TASK or content.features.get("kind") not in FRONTS:
             raise ValueError(

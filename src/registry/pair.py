@@ -99,6 +99,8 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
     run_id = _cm_run(cfg, client, cm_path)
     client.log_artifact(run_id, str(cm_path), CM_ARTIFACT_PATH)
     client.log_artifact(run_id, str(sidecar(cm_path)), CM_ARTIFACT_PATH)
+    for member in cm.files(cm_path) if hasattr(cm, "files") else []:  # a fused CM's members
+        client.log_artifact(run_id, str(member), CM_ARTIFACT_PATH)
     try:
         client.get_registered_model(name)
     except MlflowException:

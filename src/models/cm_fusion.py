@@ -1,0 +1,187 @@
+"""Score-level fusion of countermeasures as one countermeasure (the ASVspoof baselines' fusion).
+
+A fused CM file is JSON (``*.json``, no pickle) with its sha256 sidecar (``<file>.sha256``)::
+
+    {"task": "countermeasure_fusion",
+     "members": [{"file": "member0.safetensors", "sha256": "..."}, ...],
+     "weights": [w0, w1, ...], "bias": b, "extras": {"fit": {...}, "operating_point": {...}}}
+
+Its score is ``b + sum_i w_i * s_i`` with ``s_i`` member i's bona fide logit; the weights are a
+logistic regression fit on the calibration split (seen attacks only:
+:func:`speakerops.eval.cm_fusion_fit.fuse`). Members are countermeasure files in the fused file's
+own folder (``file`` is a bare name), each checked against the listed sha256 before it is
+loaded: a member whose bytes changed is refused. :meth:`Countermeasure.load` dispatches here
+for a ``.json`` path, so `spoof evaluate`, `spoof register`, the gate and `serve.countermeasure`
+take a fused file as they take a single one; the operating point is the fused score's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from speakerops.core.jsonio import sha256_file
+from speakerops.data.audio import load_audio
+from speakerops.models import encoder_file
+
+TASK = "countermeasure_fusion"
+FILENAME = "countermeasure_fused.json"
+
+
+def is_fused(path: str | Path) -> bool:
+    return Path(path).suffix == ".json"
+
+
+def _expected_sha(path: Path, sha256: str | None) -> str:
+    if sha256 is not None:
+        return sha256
+    side = encoder_file.sidecar(path)
+    if not side.is_file():
+        raise ValueError(f"{path}: no sha256 sidecar {side.name} (write it with FusedCountermeasure.save)")  # fmt: skip
+    return side.read_text().split()[0]
+
+
+class FusedCountermeasure:
+    """Members (Countermeasure) → weighted sum of their logits + bias; the Countermeasure API
+    the evaluation, registry and service use (score, score_file, assess, threshold, save)."""
+
+    filename = FILENAME
+
+    def __init__(
+        self,
+        members: list,
+        weights: list[float],
+        bias: float,
+        member_paths: list[Path],
+        extras: dict[str, Any] | None = None,
+    ) -> None:
+        if not members or len(members) != len(weights) or len(members) != len(member_paths):
+            raise ValueError(
+                f"fused countermeasure: {len(members)} members, {len(weights)} weights, "
+                f"{len(member_paths)} files: need one weight and one file per member (>= 1)"
+            )
+        rates = {m.sample_rate for m in members}
+        if len(rates) != 1:
+            raise ValueError(f"fused countermeasure: members' sample rates differ {sorted(rates)}")  # fmt: skip
+        self.members = members
+        self.weights = [float(w) for w in weights]
+        self.bias = float(bias)
+        self.member_paths = [Path(p) for p in member_paths]
+        self.member_sha256 = [sha256_file(p) for p in self.member_paths]
+        self.extras: dict[str, Any] = dict(extras or {})
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.members[0].sample_rate)
+
+    @property
+    def min_samples(self) -> int:
+        return max(int(m.min_samples) for m in self.members)
+
+    def fuse_scores(self, member_scores: np.ndarray) -> np.ndarray:
+        """``[N, n_members]`` member logits → ``[N]`` fused scores."""
+        s = np.asarray(member_scores, dtype=float)
+        return self.bias + s @ np.asarray(self.weights)
+
+    def member_scores(self, wav: np.ndarray | torch.Tensor) -> list[float]:
+        x = torch.as_tensor(wav, dtype=torch.float32).flatten()
+        if x.numel() < self.min_samples:
+            raise ValueError(
+                f"countermeasure: {x.numel()} samples, need >= {self.min_samples} "
+                f"({self.min_samples / self.sample_rate:.2f} s)"
+            )
+        return [m.score(x) for m in self.members]
+
+    def score(self, wav: np.ndarray | torch.Tensor) -> float:
+        return float(self.fuse_scores(np.asarray([self.member_scores(wav)]))[0])
+
+    def score_file(self, path: str | Path) -> float:
+        return self.score(load_audio(path, self.sample_rate)[0])
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        op = self.extras.get("operating_point")
+        return dict(op) if op is not None else None
+
+    @property
+    def threshold(self) -> float:
+        op = self.operating_point
+        if op is None or "threshold" not in op:
+            raise ValueError(
+                "fused countermeasure: the file carries no operating point (extras.operating_point); "
+                "run `speakerops spoof evaluate` on it and use the file it writes"
+            )
+        return float(op["threshold"])
+
+    def assess(self, wav: np.ndarray | torch.Tensor) -> dict[str, Any]:
+        threshold = self.threshold
+        score = self.score(wav)
+        return {"score": score, "threshold": threshold, "spoof_suspected": bool(score < threshold)}
+
+    def eval(self) -> FusedCountermeasure:
+        for m in self.members:
+            m.eval()
+        return self
+
+    def files(self, path: str | Path) -> list[Path]:
+        """The member files (and their sidecars) that travel with the fused file at ``path``."""
+        out = []
+        for i in range(len(self.members)):
+            f = Path(path).parent / f"member{i}{encoder_file.SUFFIX}"
+            out += [f, encoder_file.sidecar(f)]
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """The fused file, its sidecar, and a copy of each member beside it (``member<i>``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        members = []
+        for i, (src, sha) in enumerate(zip(self.member_paths, self.member_sha256, strict=True)):
+            dst = path.parent / f"member{i}{encoder_file.SUFFIX}"
+            if sha256_file(src) != sha:
+                raise ValueError(f"{src}: member changed since it was loaded (sha256 {sha} expected)")  # fmt: skip
+            if src.resolve() != dst.resolve():
+                shutil.copyfile(src, dst)
+            encoder_file.sidecar(dst).write_text(f"{sha}  {dst.name}\n")
+            members.append({"file": dst.name, "sha256": sha})
+        body = {"task": TASK, "members": members, "weights": self.weights, "bias": self.bias,
+                "extras": self.extras}  # fmt: skip
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(body, indent=2, default=float))
+        tmp.replace(path)
+        encoder_file.sidecar(path).write_text(f"{sha256_file(path)}  {path.name}\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, sha256: str | None = None) -> FusedCountermeasure:
+        from speakerops.models.countermeasure import Countermeasure
+
+        path = Path(path)
+        expected = _expected_sha(path, sha256)
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ValueError(f"{path}: sha256 {actual} does not match the expected {expected}")
+        body = json.loads(path.read_text())
+        if body.get("task") != TASK:
+            raise ValueError(f"{path}: not a fused countermeasure file (task {body.get('task')!r})")  # fmt: skip
+        members, paths = [], []
+        for i, m in enumerate(body.get("members") or []):
+            name, sha = str(m.get("file", "")), m.get("sha256")
+            if not name or Path(name).name != name or not sha:
+                raise ValueError(f"{path}: members[{i}] needs a bare file name and its sha256, got {m}")  # fmt: skip
+            member = path.parent / name
+            if not member.is_file():
+                raise ValueError(f"{path}: members[{i}] {name} is missing beside it")
+            if sha256_file(member) != sha:
+                raise ValueError(f"{path}: members[{i}] {name} does not match its listed sha256 {sha} (refused)")  # fmt: skip
+            members.append(Countermeasure.load(member, sha))
+            paths.append(member)
+        weights = body.get("weights")
+        if not isinstance(weights, list) or not all(np.isfinite(w) for w in weights):
+            raise ValueError(f"{path}: weights must be a list of finite numbers, got {weights!r}")
+        return cls(members, weights, float(body.get("bias", 0.0)), paths, body.get("extras")).eval()

@@ -1,0 +1,148 @@
+"""Score-level fusion of countermeasures (src/models/cm_fusion.py, src/eval/cm_fusion_fit.py):
+the fused score is the weighted sum of the members' logits, members are hash-checked (a
+tampered one is refused), the weights are fit on the calibration split's seen attacks only,
+and `spoof evaluate` / `Countermeasure.load` take the fused file as a countermeasure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from speakerops.cli import main
+from speakerops.core.config import compose
+from speakerops.core.jsonio import sha256_file
+from speakerops.data.audio import load_audio
+from speakerops.data.spoof.prepare import spoof_prepare
+from speakerops.eval.cm_fusion_fit import fit_weights
+from speakerops.eval.spoof_eval import cm_scores
+from speakerops.models.cm_fusion import FusedCountermeasure
+from speakerops.models.countermeasure import Countermeasure
+from speakerops.models.encoder import SpeakerEncoder
+from speakerops.models.features import FeatureConfig
+from speakerops.models.zoo import build_backbone
+
+from .test_rawnet import TINY_RAW
+from .test_spoof_data import spoof_overrides
+
+SMALL_LCNN = ["countermeasure.model.channels=4", "countermeasure.model.embedding_dim=8"]
+
+
+def _members(folder: Path) -> list[Path]:
+    """A tiny LFCC-LCNN and a tiny RawNet2 (seeded, untrained), saved."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, over in enumerate((SMALL_LCNN, TINY_RAW)):
+        torch.manual_seed(i)
+        cfg = compose(list(over))
+        cm = Countermeasure.build(cfg.countermeasure.model, cfg.countermeasure.features).eval()
+        paths.append(cm.save(folder / f"cm{i}" / "countermeasure.safetensors"))
+    return paths
+
+
+def test_fused_score_is_the_weighted_sum_and_members_are_hash_checked(tmp_path: Path) -> None:
+    paths = _members(tmp_path / "m")
+    members = [Countermeasure.load(p) for p in paths]
+    fused = FusedCountermeasure(members, [0.7, -1.3], 0.25, paths,
+                                {"operating_point": {"rule": "eer", "threshold": 0.1}})  # fmt: skip
+    out = fused.save(tmp_path / "fused" / "countermeasure_fused.json")
+    loaded = Countermeasure.load(out)  # dispatches on the .json file
+    assert isinstance(loaded, FusedCountermeasure) and loaded.threshold == 0.1
+    wav = np.random.default_rng(0).normal(0, 0.05, 16000).astype(np.float32)
+    s = [m.score(wav) for m in members]
+    assert s[0] != s[1]
+    assert loaded.score(wav) == pytest.approx(0.25 + 0.7 * s[0] - 1.3 * s[1], rel=1e-6)
+    assert loaded.assess(wav)["spoof_suspected"] == (loaded.score(wav) < 0.1)
+    assert loaded.min_samples == max(m.min_samples for m in members)
+    with pytest.raises(ValueError, match="need >="):
+        loaded.score(wav[:10])
+    # the serving path: the fused file's own sha256 given, as serve.countermeasure_sha256
+    assert Countermeasure.load(out, sha256_file(out)).weights == [0.7, -1.3]
+    with pytest.raises(ValueError, match="does not match the expected"):
+        Countermeasure.load(out, "0" * 64)
+
+    # a tampered member (same name, other bytes, even with its own sidecar rewritten) is refused
+    member = out.parent / "member1.safetensors"
+    other = Countermeasure.load(paths[0])
+    other.save(member)  # a valid countermeasure file, not the one the fused file lists
+    with pytest.raises(ValueError, match=r"members\[1\] member1.safetensors does not match"):
+        Countermeasure.load(out)
+    # and a fused file whose weights were edited no longer matches its sidecar
+    fused.save(out)
+    body = json.loads(out.read_text())
+    body["weights"] = [5.0, 5.0]
+    out.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="does not match the expected"):
+        Countermeasure.load(out)
+    body["members"][0]["file"] = "../cm0/countermeasure.safetensors"
+    out.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="bare file name"):
+        FusedCountermeasure.load(out, sha256_file(out))
+
+
+@pytest.fixture
+def tiny_spoof(micro_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.chdir(tmp_path)
+    over = [*spoof_overrides(micro_manifest), "spoof.workers=1"]
+    spoof_prepare(compose(over).spoof)
+    return over
+
+
+def test_spoof_fuse_fits_on_seen_attacks_only_and_evaluate_takes_it(
+    tiny_spoof: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _members(tmp_path / "m")
+    fuse = ["spoof", "fuse", f"members={paths[0]},{paths[1]}", *tiny_spoof]
+    assert main(fuse) == 0
+    out = tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json"
+    fused = Countermeasure.load(out)
+    fit = fused.extras["fit"]
+    cal = pd.read_csv("data/spoof/cm_calibration.csv", dtype={"utt_id": str, "attack": str})
+    ev = pd.read_csv("data/spoof/cm_eval.csv", dtype={"utt_id": str, "attack": str})
+    unseen = set(ev["attack"]) - {"bonafide"}
+    assert fit["split"] == "calibration" and unseen and not set(fit["attacks"]) & unseen
+    assert fit["n_bonafide"] + fit["n_spoof"] == len(cal)
+
+    # the weights are exactly the fit on the calibration items, and not that with eval items
+    manifest = pd.read_csv("data/spoof/manifest.csv", dtype={"utt_id": str}).set_index("utt_id")
+    members = [Countermeasure.load(p) for p in paths]
+
+    def scores(rows: pd.DataFrame) -> np.ndarray:
+        per = [cm_scores(m, manifest.loc[rows["utt_id"], "path"].to_dict())[0] for m in members]
+        return np.array([[s[u] for s in per] for u in rows["utt_id"]])
+
+    w, b = fit_weights(scores(cal), cal["label"].to_numpy(), 1.0)
+    assert fused.weights == pytest.approx(w) and fused.bias == pytest.approx(b)
+    both = pd.concat([cal, ev])
+    w_leak, _ = fit_weights(scores(both), both["label"].to_numpy(), 1.0)
+    assert not np.allclose(w_leak, fused.weights, rtol=1e-3)
+    wav = load_audio(manifest.loc[ev["utt_id"].iloc[0], "path"], 16000)[0]
+    assert fused.score(wav) == pytest.approx(b + float(np.dot(w, [m.score(wav) for m in members])))
+
+    # `spoof evaluate` takes the fused file unchanged and writes it with its threshold
+    enc_cfg = compose(["model.channels=8", "model.attention_channels=4"])
+    from omegaconf import OmegaConf
+
+    encoder = SpeakerEncoder(build_backbone(enc_cfg.model), FeatureConfig(**enc_cfg.features),
+                             OmegaConf.to_container(enc_cfg.model, resolve=True))  # fmt: skip
+    encoder.save(tmp_path / "encoder.safetensors")
+    argv = ["spoof", "evaluate", f"encoder={tmp_path / 'encoder.safetensors'}", f"cm={out}",
+            *tiny_spoof, "evaluate.bootstrap.n=20"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "artifacts" / "spoof_eval" / "spoof_eval.json").read_text())
+    assert set(report["cm"]["eer_per_attack"]) == unseen
+    served = Countermeasure.load(report["cm"]["file"])
+    assert isinstance(served, FusedCountermeasure)
+    assert served.threshold == report["cm"]["threshold"] and served.weights == fused.weights
+
+    # a calibration list holding an eval attack is refused (pinned hash rewritten to match)
+    leak = pd.concat([cal, ev[ev["attack"].isin(unseen)].head(1)])
+    leak.to_csv("data/spoof/cm_calibration.csv", index=False)
+    side = Path("data/spoof/cm_calibration.csv.sha256")
+    side.write_text(f"{sha256_file('data/spoof/cm_calibration.csv')}  cm_calibration.csv\n")
+    assert main(fuse) != 0
+    assert "holds eval attacks" in capsys.readouterr().err
