@@ -253,6 +253,40 @@ def test_a_crash_between_the_two_alias_moves_leaves_both_as_before(world: dict) 
     }
 
 
+def test_a_fused_countermeasure_is_registered_with_its_members_and_loads_back(world: dict) -> None:
+    """`spoof register` of a fused CM (src/models/cm_fusion.py) logs its members beside it; the
+    registered version loads back (hash-checked, as `serve.countermeasure` loads it) fused."""
+    import numpy as np
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from speakerops.data.manifest import read_manifest
+    from speakerops.models.cm_fusion import FusedCountermeasure
+    from speakerops.models.countermeasure import Countermeasure
+    from speakerops.registry.pair import load_countermeasure
+
+    root, params, cfg = world["root"], world["params"], world["cfg"]
+    torch.set_num_threads(1)
+    register_model(
+        cfg, lda_encoder(read_manifest(root / "prepared" / "manifest.csv"), seed=4), "v4"
+    )
+    paths = [Path(world["good"]), Path(world["leaky"])]
+    members = [Countermeasure.load(p) for p in paths]
+    op = {"rule": "fixed", "threshold": 0.5}
+    fused = FusedCountermeasure(members, [0.6, 0.4], -0.1, paths, {"operating_point": op})
+    out = fused.save(root / "cm" / "fused" / "countermeasure_fused.json")
+    rc, stdout, err = cli("spoof", "register", "--config", params, f"cm={out}", f"speaker=models:/{SPK}/4")  # fmt: skip
+    assert rc == 0, stdout + err
+    version = json.loads((root / "artifacts" / "register" / "registered_cm.json").read_text())["version"]  # fmt: skip
+    store = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
+    mv, loaded = load_countermeasure(MlflowClient(store), store, CM, version)
+    assert mv.tags["cm_file"] == "countermeasure_fused.json"
+    assert isinstance(loaded, FusedCountermeasure) and loaded.threshold == 0.5
+    assert loaded.member_sha256 == fused.member_sha256 and loaded.weights == [0.6, 0.4]
+    wav = np.random.default_rng(1).normal(0, 0.05, 16000).astype(np.float32)
+    assert loaded.score(wav) == fused.score(wav)
+
+
 def test_rollback_to_a_speaker_model_alone_removes_the_countermeasure_alias(tmp_path: Path) -> None:
     """v1 was champion alone, v2 then champion with CM v1: rolling back takes both back, the
     countermeasure's alias removed (no half pair left behind); audited."""
