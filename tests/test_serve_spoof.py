@@ -247,3 +247,30 @@ def test_the_countermeasure_comes_from_the_registry_hash_checked_or_follows_the_
     with pytest.raises(ValueError, match=r"serve.countermeasure=pair: .*local file"):
         cfg = make_cfg(project, "serve.countermeasure=pair")
         create_app(cfg, encoder=encoder, model_name=MODEL_NAME, model_version="local")
+
+
+def test_a_fused_countermeasure_is_served_as_one(tmp_path, encoder, cm_path, audio):
+    """serve.countermeasure takes a fused CM file (src/models/cm_fusion.py), hash-checked: here
+    the CM twice at weights 0.5 + 0.5, so its scores and decisions are the single CM's."""
+    from speakerops.core.jsonio import sha256_file
+    from speakerops.models.cm_fusion import FusedCountermeasure
+
+    cm = audio["cm"]
+    op = {"rule": "eer", "threshold": cm.threshold}
+    fused = FusedCountermeasure([cm, cm], [0.5, 0.5], 0.0, [cm_path, cm_path], {"operating_point": op})  # fmt: skip
+    path = fused.save(tmp_path / "fused" / "countermeasure_fused.json")
+    _, _, client, h = _world(tmp_path / "w", encoder, f"serve.countermeasure={path}",
+                             f"serve.countermeasure_sha256={sha256_file(path)}")  # fmt: skip
+    e1, e2, probe = audio["bona"]
+    r = client.post(f"/v1/acme/speakers/{SPEAKER}/enroll",
+                    files=[("files", _flac(e1)), ("files", _flac(e2))], headers=h)  # fmt: skip
+    assert r.status_code == 200, r.text
+    ok = client.post("/v1/acme/verify", files={"file": _flac(probe)},
+                     data={"speaker_id": SPEAKER}, headers=h).json()  # fmt: skip
+    assert ok["countermeasure"]["score"] == pytest.approx(cm.score(load_audio(probe, SR)[0]), abs=1e-5)  # fmt: skip
+    r = client.post("/v1/acme/verify", files={"file": _spoof(audio)},
+                    data={"speaker_id": SPEAKER}, headers=h)  # fmt: skip
+    assert r.status_code == 422 and r.json()["error"]["code"] == "spoof.suspected"
+    with pytest.raises(ValueError, match="does not match the expected"):
+        _world(tmp_path / "bad", encoder, f"serve.countermeasure={path}",
+               f"serve.countermeasure_sha256={'0' * 64}")  # fmt: skip
