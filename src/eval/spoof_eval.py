@@ -52,12 +52,13 @@ from speakerops.eval.spoof_metrics import (
     min_t_dcf,
     sasv_eers,
 )
+from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import Countermeasure
 from speakerops.models.encoder import SpeakerEncoder
 
 
 def cm_scores(
-    cm: Countermeasure, paths: dict[str, str]
+    cm: CountermeasureDecision, paths: dict[str, str]
 ) -> tuple[dict[str, float], list[tuple[str, str]]]:
     """The CM score of each item; (utt_id, reason) for those it cannot score."""
     scores, failures = {}, []
@@ -91,7 +92,7 @@ class PairScores:
         return np.where(self.trials["cm"] >= self.cm_threshold, self.trials["asv"], -np.inf)
 
 
-def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: Countermeasure) -> PairScores:
+def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecision) -> PairScores:
     """Score the pinned lists of `spoof.out_dir` (each checked against its sha256)."""
     spoof_dir = Path(cfg.spoof.out_dir)
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")

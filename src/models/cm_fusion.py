@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from speakerops.core.jsonio import sha256_file
-from speakerops.data.audio import load_audio
 from speakerops.models import encoder_file
+from speakerops.models.cm_decision import CountermeasureDecision
 
 TASK = "countermeasure_fusion"
 FILENAME = "countermeasure_fused.json"
@@ -46,11 +46,12 @@ def _expected_sha(path: Path, sha256: str | None) -> str:
     return side.read_text().split()[0]
 
 
-class FusedCountermeasure:
+class FusedCountermeasure(CountermeasureDecision):
     """Members (Countermeasure) → weighted sum of their logits + bias; the Countermeasure API
     the evaluation, registry and service use (score, score_file, assess, threshold, save)."""
 
     filename = FILENAME
+    label = "fused countermeasure"
 
     def __init__(
         self,
@@ -99,29 +100,6 @@ class FusedCountermeasure:
 
     def score(self, wav: np.ndarray | torch.Tensor) -> float:
         return float(self.fuse_scores(np.asarray([self.member_scores(wav)]))[0])
-
-    def score_file(self, path: str | Path) -> float:
-        return self.score(load_audio(path, self.sample_rate)[0])
-
-    @property
-    def operating_point(self) -> dict[str, Any] | None:
-        op = self.extras.get("operating_point")
-        return dict(op) if op is not None else None
-
-    @property
-    def threshold(self) -> float:
-        op = self.operating_point
-        if op is None or "threshold" not in op:
-            raise ValueError(
-                "fused countermeasure: the file carries no operating point (extras.operating_point); "
-                "run `speakerops spoof evaluate` on it and use the file it writes"
-            )
-        return float(op["threshold"])
-
-    def assess(self, wav: np.ndarray | torch.Tensor) -> dict[str, Any]:
-        threshold = self.threshold
-        score = self.score(wav)
-        return {"score": score, "threshold": threshold, "spoof_suspected": bool(score < threshold)}
 
     def eval(self) -> FusedCountermeasure:
         for m in self.members:

@@ -31,8 +31,8 @@ import torch
 import torchaudio
 from torch import nn
 
-from speakerops.data.audio import load_audio
 from speakerops.models import encoder_file
+from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.encoder_file import EncoderFile
 from speakerops.models.zoo import arch_of, build_backbone, model_spec
 
@@ -134,7 +134,7 @@ def build_front(features: Mapping[str, Any]) -> nn.Module:
     return FRONTS[kind](features)
 
 
-class Countermeasure(nn.Module):
+class Countermeasure(CountermeasureDecision, nn.Module):
     """Front end (LFCC or raw) → backbone → linear → bona fide logit ``[B]``."""
 
     filename = FILENAME  # what `spoof evaluate` names the file it writes
@@ -193,31 +193,6 @@ class Countermeasure(nn.Module):
         finally:
             self.train(was)
 
-    def score_file(self, path: str | Path) -> float:
-        return self.score(load_audio(path, self.sample_rate)[0])
-
-    @property
-    def operating_point(self) -> dict[str, Any] | None:
-        """``{"threshold", "rule", ...}`` stored with the CM, or None (never evaluated)."""
-        op = self.extras.get("operating_point")
-        return dict(op) if op is not None else None
-
-    @property
-    def threshold(self) -> float:
-        op = self.operating_point
-        if op is None or "threshold" not in op:
-            raise ValueError(
-                "countermeasure: the file carries no operating point (extras.operating_point); "
-                "run `speakerops spoof evaluate` and use the countermeasure file it writes"
-            )
-        return float(op["threshold"])
-
-    def assess(self, wav: np.ndarray | torch.Tensor) -> dict[str, Any]:
-        """``{score, threshold, spoof_suspected}`` of one waveform at ``sample_rate``."""
-        threshold = self.threshold
-        score = self.score(wav)
-        return {"score": score, "threshold": threshold, "spoof_suspected": bool(score < threshold)}
-
     def to_file(self) -> EncoderFile:
         arch, kwargs = model_spec(self.model_cfg)
         if arch_of(self.net["backbone"]) != arch:
@@ -235,13 +210,13 @@ class Countermeasure(nn.Module):
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, sha256: str | None = None) -> Countermeasure:
+    def load(cls, path: str | Path, sha256: str | None = None) -> CountermeasureDecision:
         """A countermeasure file, or a fused one (``.json``: :mod:`speakerops.models.cm_fusion`,
         the same API), checked against ``sha256`` (default: its sidecar)."""
         from speakerops.models.cm_fusion import FusedCountermeasure, is_fused
 
         if is_fused(path):
-            return FusedCountermeasure.load(path, sha256)  # type: ignore[return-value]
+            return FusedCountermeasure.load(path, sha256)
         content = encoder_file.read(path, sha256)
         if content.extras.get("task") != TASK or content.features.get("kind") not in FRONTS:
             raise ValueError(

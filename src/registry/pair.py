@@ -40,6 +40,7 @@ from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import Policy
 from speakerops.core.uris import registered_model_uri
 from speakerops.eval.spoof_eval import paired_difference, pair_report, score_pair
+from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import FILENAME, Countermeasure
 from speakerops.models.encoder_file import sidecar
 from speakerops.registry.champion import client_for, model_version
@@ -133,7 +134,7 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
     return result
 
 
-def _pair_reference(cfg: DictConfig, client, speaker, cm: Countermeasure) -> int | None:
+def _pair_reference(cfg: DictConfig, client, speaker, cm: CountermeasureDecision) -> int | None:
     """The speaker version's drift reference (its run's ``reference`` artifacts) gains the CM
     scores of its recordings (:func:`~speakerops.registry.reference.with_cm_scores`), logged
     over it on the same run, so that a champion pair's drift job checks ``cm_score``. Returns

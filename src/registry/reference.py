@@ -38,6 +38,7 @@ from speakerops.data.audio import AudioError, load_audio
 from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.data.quality import estimate_snr_db
 from speakerops.eval.sealed import load_eval_embeddings, pseudonymise_ids
+from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import Countermeasure
 
 __all__ = [
@@ -217,7 +218,7 @@ def build_reference_from_eval(
     out_dir: str | Path,
     *,
     keyring: Keyring,
-    countermeasure: Countermeasure | None = None,
+    countermeasure: CountermeasureDecision | None = None,
 ) -> Path:
     """The reference of a freshly evaluated model, from the evaluate stage's outputs.
 
@@ -264,7 +265,7 @@ def build_reference_from_eval(
     )
 
 
-def _cm_score(cm: Countermeasure, path: str, start: Any, end: Any) -> float:
+def _cm_score(cm: CountermeasureDecision, path: str, start: Any, end: Any) -> float:
     try:
         return cm.score(load_audio(path, cm.sample_rate, start=start, end=end)[0])
     except (AudioError, ValueError):
@@ -273,7 +274,7 @@ def _cm_score(cm: Countermeasure, path: str, start: Any, end: Any) -> float:
 
 def with_cm_scores(
     ref: Reference, prepared_dir: str | Path, out_dir: str | Path, *, keyring: Keyring,
-    countermeasure: Countermeasure,
+    countermeasure: CountermeasureDecision,
 ) -> Path:  # fmt: skip
     """`ref` written again with each recording's CM score (``cm_score``, as
     :func:`build_reference_from_eval` with a countermeasure): the reference of a speaker version

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from speakerops.core.uris import parse_model_uri, registered_model_uri
 from speakerops.data.audio import AudioError, validate_waveform
+from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import Countermeasure
 from speakerops.registry.pair import CM_SHA256_TAG, PAIR_SPEC, resolve_countermeasure
 from speakerops.serve.errors import ServeError
@@ -41,7 +42,7 @@ from speakerops.serve.settings import ServeSettings
 
 @dataclass
 class SpoofCheck:
-    cm: Countermeasure
+    cm: CountermeasureDecision
     threshold: float
     refuse: bool
     sha256: str | None = None
