@@ -30,6 +30,15 @@ os.environ.pop("SPEAKEROPS_DATA_KEY_FILE", None)
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="speakerops-test-config-")
 
 
+def import_ge2e(folder: Path) -> Path:
+    """`speakerops models import source=resemblyzer` into ``folder``: the imported GE2E's file."""
+    from speakerops.cli import main
+
+    imported = folder / "ge2e.safetensors"
+    assert main(["models", "import", "source=resemblyzer", f"output={imported}"]) == 0
+    return imported
+
+
 def shared(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)

@@ -11,13 +11,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from speakerops.cli import main
 from speakerops.core.config import compose
 from speakerops.data.prepare import prepare
 from speakerops.models import encoder_file
 from speakerops.train.run import train
 
-from .conftest import MICRO_CORPUS
+from .conftest import MICRO_CORPUS, import_ge2e
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:You defined a `validation_step`"),
@@ -47,8 +46,7 @@ def test_one_tiny_fine_tune_step_from_the_imported_ge2e(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
-    imported = tmp_path / "ge2e.safetensors"
-    assert main(["models", "import", "source=resemblyzer", f"output={imported}"]) == 0
+    imported = import_ge2e(tmp_path)
     cfg = compose(
         [
             "experiment=finetune_telephone",

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from speakerops.cli import main
 from speakerops.core.config import compose
 from speakerops.core.jsonio import sha256_file
 from speakerops.core.mlflow import client
@@ -16,7 +15,7 @@ from speakerops.data.prepare import prepare
 from speakerops.models import encoder_file
 from speakerops.train.run import train
 
-from .conftest import MICRO_CORPUS
+from .conftest import MICRO_CORPUS, import_ge2e
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,8 +39,7 @@ def test_fine_tuning_the_imported_ge2e_keeps_frozen_layers_and_its_inference(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
-    imported = tmp_path / "ge2e.safetensors"
-    assert main(["models", "import", "source=resemblyzer", f"output={imported}"]) == 0
+    imported = import_ge2e(tmp_path)
     prepare(compose(GE2E).data, progress=False)
     freeze = "train.freeze=[" + ",".join(FIRST_LAYER) + "]"
     with pytest.raises(ValueError, match="train.freeze: 'gru' names no parameter"):
