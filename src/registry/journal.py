@@ -219,16 +219,21 @@ def _alias(client, name: str) -> str | None:
         return None
 
 
-def _back(client, txn: Transaction) -> None:
-    """Undo every tag the steps before the commit point may have set."""
-    name = txn.model_name
-    for version, tags in txn.version_tags_before.items():
+def _restore_version_tags(client, name: str, before: dict) -> None:
+    """Every version tag of ``name`` back to its value in ``before`` (None: it was absent)."""
+    for version, tags in before.items():
         for key, old in tags.items():
             _restore(
                 lambda v, _k=key, _ver=version: client.set_model_version_tag(name, _ver, _k, v),
                 lambda _k=key, _ver=version: client.delete_model_version_tag(name, _ver, _k),
                 old,
             )
+
+
+def _back(client, txn: Transaction) -> None:
+    """Undo every tag the steps before the commit point may have set."""
+    name = txn.model_name
+    _restore_version_tags(client, name, txn.version_tags_before)
     for key, old in txn.model_tags_before.items():
         _restore(
             lambda v, _k=key: client.set_registered_model_tag(name, _k, v),
@@ -244,13 +249,7 @@ def _back(client, txn: Transaction) -> None:
     cm = txn.pair_model
     if cm is None:
         return
-    for version, tags in txn.pair_version_tags_before.items():
-        for key, old in tags.items():
-            _restore(
-                lambda v, _k=key, _ver=version: client.set_model_version_tag(cm, _ver, _k, v),
-                lambda _k=key, _ver=version: client.delete_model_version_tag(cm, _ver, _k),
-                old,
-            )
+    _restore_version_tags(client, cm, txn.pair_version_tags_before)
     if txn.pair_alias_after is not None:
         _restore(
             lambda v: client.set_registered_model_alias(cm, CHAMPION, v),
