@@ -48,15 +48,21 @@ def test_every_config_group_option_composes() -> None:
 def check_option_builds(group: str, name: str, cfg) -> None:
     """Build what the option configures, as training does, and check one property of it."""
     import numpy as np
+    import yaml
     from hydra.utils import instantiate
 
+    from speakerops.core.config import conf_dir
     from speakerops.data.corpora import list_corpus
     from speakerops.data.listing import FileListing
     from speakerops.models.features import Fbank, FeatureConfig
 
     where = f"{group}={name}"
     if group == "data":
-        assert cfg.data.corpus == name, where  # the option selects its own corpus adapter
+        # a corpus option (it sets `corpus:`) selects its own adapter; a recipe's data option
+        # (e.g. librispeech_small: defaults [librispeech], no `corpus:`) keeps its base's
+        option = yaml.safe_load((conf_dir() / "data" / f"{name}.yaml").read_text()) or {}
+        bases = [d for d in option.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        assert cfg.data.corpus == (name if "corpus" in option else bases[0]), where
         if name != "synthetic":
             with pytest.raises(FileNotFoundError, match="/x"):
                 list_corpus(cfg.data.corpus, cfg.data.root, FileListing(cfg.audio.extensions))
