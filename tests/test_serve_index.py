@@ -45,15 +45,20 @@ def _template(tenant: str, i: int, vec: np.ndarray, version: str = "1") -> Templ
     return Template(tenant, f"key-{i}", MODEL_NAME, version, 1, vec[None], 8.0, (), f"spk-{i}")
 
 
-def test_approximate_top1_matches_exact_and_follows_updates():
-    # a population and an AS-norm cohort drawn from it (as a model's training speakers are)
-    population = _synthetic(3300, 32, seed=1)
-    vecs, cohort = population[:3000], population[3000:]
+def _asnorm_index(n: int, seed: int) -> tuple[np.ndarray, TemplateIndex]:
+    """``n`` templates and an index (exact_max 500) whose AS-norm cohort is 300 more speakers
+    of the same population (as a model's training speakers are)."""
+    population = _synthetic(n + 300, 32, seed=seed)
     scorer = Scorer(
-        ScoreNormalization("asnorm", top_n=20, cohort=cohort),
+        ScoreNormalization("asnorm", top_n=20, cohort=population[n:]),
         LinearCalibration(p_eff=0.5, a=8.0, b=-2.0),
     )
-    index = TemplateIndex(IndexSettings(500, 30, 0, 8), scorer, MODEL_NAME, "1")
+    return population[:n], TemplateIndex(IndexSettings(500, 30, 0, 8), scorer, MODEL_NAME, "1")
+
+
+def test_approximate_top1_matches_exact_and_follows_updates():
+    # a population and an AS-norm cohort drawn from it (as a model's training speakers are)
+    vecs, index = _asnorm_index(3000, seed=1)
     stale = _template("acme", 99999, vecs[0], version="0")
     assert index.rebuild([_template("acme", i, v) for i, v in enumerate(vecs)] + [stale]) == 3000
     assert index.approximate("acme") and index.counts("acme") == (3000, 1)
@@ -138,13 +143,7 @@ def test_service_identifies_through_the_index_rebuilt_from_the_store(tmp_path, e
 
 
 def test_crossing_exact_max_trains_the_lists_off_the_request_path(monkeypatch):
-    population = _synthetic(1300, 32, seed=5)
-    vecs, cohort = population[:1000], population[1000:]
-    scorer = Scorer(
-        ScoreNormalization("asnorm", top_n=20, cohort=cohort),
-        LinearCalibration(p_eff=0.5, a=8.0, b=-2.0),
-    )
-    index = TemplateIndex(IndexSettings(500, 30, 0, 8), scorer, MODEL_NAME, "1")
+    vecs, index = _asnorm_index(1000, seed=5)
     assert index.rebuild([_template("acme", i, v) for i, v in enumerate(vecs[:500])]) == 500
     assert not index.approximate("acme")
     gate, fit = threading.Event(), TemplateIndex._fit  # k-means waits until the test says so
