@@ -111,8 +111,13 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     assert (
         set(report["speaker_alone"])
         == set(report["pair"])
+        == set(report["pair_vs_alone"])
         == {"sasv_eer", "spf_eer", "sv_eer", "min_a_dcf"}
     )
+    # pair − alone on the same trials: the point is the difference of the two points
+    for k, d in report["pair_vs_alone"].items():
+        assert d["value"] == pytest.approx(report["pair"][k]["value"] - report["speaker_alone"][k]["value"])  # fmt: skip
+        assert d["low"] <= d["high"]
     # the CM with its operating point (the policy's rule on the calibration split) beside it:
     # the file `serve.countermeasure` loads, hash-checked against its sidecar
     assert report["cm"]["operating_point"] == {"rule": "eer"}

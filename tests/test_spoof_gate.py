@@ -83,6 +83,27 @@ def test_a_pair_worse_on_an_unseen_attack_is_refused_naming_it(tmp_path: Path) -
     useless = copy.deepcopy(CHAMPION)
     useless["pair"]["sasv_eer"] = iv(0.31)  # the countermeasure does not help the speaker model
     assert "pair.helps" in pair_verdict(policy, useless)["refused"]
+    # the reason carries the paired interval of pair − alone when the report has it, and a
+    # policy can ask for that interval to lie below zero (an absolute gate on its upper bound)
+    helped = copy.deepcopy(CHAMPION) | {"pair_vs_alone": {"sasv_eer": iv(-0.20, 0.05)}}
+    row = next(r for r in pair_verdict(policy, helped)["checks"] if r["check"] == "pair.helps")
+    assert row["passed"] and "paired difference [-0.2500, -0.1500]" in row["reason"]
+    strict_text = (
+        (REPO / "registry" / "policy.yaml")
+        .read_text()
+        .replace(
+            "    pair.sasv_eer: {max: 0.35, use: low}\n",
+            "    pair.sasv_eer: {max: 0.35, use: low}\n    pair_vs_alone.sasv_eer: {max: 0.0, use: high}\n",
+        )
+    )
+    (tmp_path / "strict.yaml").write_text(strict_text)
+    strict = load_policy(tmp_path / "strict.yaml")
+    assert pair_verdict(strict, helped)["passed"]
+    unsure = copy.deepcopy(CHAMPION) | {"pair_vs_alone": {"sasv_eer": iv(-0.02, 0.05)}}
+    assert pair_verdict(strict, unsure)["refused"] == ["pair_vs_alone.sasv_eer.max"]
+    assert pair_verdict(strict, CHAMPION)["refused"] == [
+        "pair_vs_alone.sasv_eer.max"
+    ]  # not reported
     missing = copy.deepcopy(CHAMPION)
     del missing["cm"]["eer_per_attack"]
     assert "cm.eer_attack.max" in pair_verdict(policy, missing)["refused"]  # fails closed

@@ -9,7 +9,8 @@ the claimed / enrolled speakers; `evaluate.bootstrap`):
 * the CM on the eval attacks (never seen in training): EER pooled and per attack (bona fide
   vs that attack), min t-DCF (ASVspoof 2019) with the ASV system at its EER threshold;
 * the speaker model alone and the pair on the same trial list with spoofed non-targets:
-  SASV-EER, SV-EER, SPF-EER and min a-DCF. The pair is the cascade the service runs: a trial
+  SASV-EER, SV-EER, SPF-EER and min a-DCF, and ``pair_vs_alone``: pair − alone for each, with
+  its paired speaker-bootstrap interval (does the CM help, beyond the point estimate). The pair is the cascade the service runs: a trial
   whose test audio the CM scores under its operating threshold is rejected (score −inf),
   otherwise it keeps the speaker score. The CM threshold is chosen on the calibration split
   (its own, seen, attacks), never tuned on eval, by the rule of ``register.policy``'s
@@ -72,6 +73,10 @@ def cm_scores(
 
 def _interval(iv) -> dict[str, float]:
     return {"value": iv.point, "low": iv.low, "high": iv.high}
+
+
+def _interval_dict(iv: dict[str, float]) -> dict[str, float]:
+    return {k: float(iv[k]) for k in ("value", "low", "high")}
 
 
 @dataclass
@@ -173,6 +178,12 @@ def pair_report(cfg: DictConfig, ps: PairScores) -> dict:
         )
         return {k: _interval(v) for k, v in out.items()}
 
+    asv = ps.trials["asv"].to_numpy()
+    # the pair − the speaker model alone on the same trials, the same resampled speakers for both
+    helps = paired_bootstrap(
+        ps.pair, asv, target, spk, _sasv_fns(cfg), n, conf, seed, extra={"kinds": kinds}
+    )
+
     return {
         "hashes": dict(ps.hashes),
         "cm": {
@@ -182,8 +193,9 @@ def pair_report(cfg: DictConfig, ps: PairScores) -> dict:
             "min_t_dcf": _interval(tdcf),
             "asv_operating_point": point,
         },
-        "speaker_alone": sasv(ps.trials["asv"].to_numpy()),
+        "speaker_alone": sasv(asv),
         "pair": sasv(ps.pair),
+        "pair_vs_alone": {k: _interval_dict(v) for k, v in helps.items()},
         "n_trials": {k: int((kinds == k).sum()) for k in ("target", "nontarget", "spoof")},
         "failures": [{"utt_id": u, "reason": r} for u, r in ps.failures],
         "bootstrap": OmegaConf.to_container(cfg.evaluate.bootstrap, resolve=True),

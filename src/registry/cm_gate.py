@@ -9,7 +9,9 @@ scored on different lists):
   ``pair.<m>`` / ``speaker_alone.<m>`` (m: sasv_eer, sv_eer, spf_eer, min_a_dcf) at the
   interval bound ``use`` selects; ``cm.eer_attack`` is one check per unseen attack
   (``cm.eer_attack[A06].max``), so a refusal names the attack;
-* the countermeasure must help: the pair's SASV-EER below the speaker model's alone;
+* the countermeasure must help: the pair's SASV-EER below the speaker model's alone (the
+  reason gives the paired interval of the difference, ``pair_vs_alone``; a policy that wants
+  the interval below zero adds the absolute gate ``pair_vs_alone.sasv_eer: {max: 0, use: high}``);
 * relative gates against the champion pair (same list hashes), decided on the paired
   speaker-bootstrap interval of d = candidate − champion (the same resampled speakers for both,
   :func:`speakerops.eval.spoof_eval.paired_difference`), like the speaker gates:
@@ -107,8 +109,10 @@ def pair_verdict(
         rows.append(_row("pair.helps", None, 0.0, False, "SASV-EER of the pair or the speaker model missing"))
     else:
         d = float(pair["value"]) - float(alone["value"])
+        iv = _figure(candidate, "pair_vs_alone.sasv_eer")
+        paired = "" if iv is None else f", paired difference [{float(iv['low']):+.4f}, {float(iv['high']):+.4f}]"  # fmt: skip
         rows.append(_row("pair.helps", d, 0.0, d < 0,
-                         f"SASV-EER pair {pair['value']:.4f} vs speaker model alone {alone['value']:.4f}"))  # fmt: skip
+                         f"SASV-EER pair {pair['value']:.4f} vs speaker model alone {alone['value']:.4f}{paired}"))  # fmt: skip
     if champion is not None:
         if candidate.get("hashes") != champion.get("hashes") or (
             difference is not None and difference.get("hashes") != candidate.get("hashes")
