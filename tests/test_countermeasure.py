@@ -8,12 +8,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from speakerops.cli import main
 from speakerops.core.config import compose
+from speakerops.core.jsonio import sha256_file
 from speakerops.core.paths import tracking_uri
 from speakerops.data.spoof.prepare import spoof_prepare
 from speakerops.models.countermeasure import Countermeasure
@@ -61,7 +63,7 @@ def test_lfcc_lcnn_builds_from_the_registry_and_scores(tmp_path: Path) -> None:
 
 
 def test_train_task_countermeasure_logs_checkpoints_and_resumes(
-    micro_manifest: Path, tmp_path: Path, monkeypatch
+    micro_manifest: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
     over = [*spoof_overrides(micro_manifest), "spoof.workers=1", *SMALL, "task=countermeasure",
@@ -124,5 +126,20 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     served = Countermeasure.load(report["cm"]["file"])
     assert served.threshold == report["cm"]["threshold"]
     assert served.operating_point["cm_calibration_sha256"] == report["hashes"]["cm_calibration"]
+    # split: deployment: the threshold from the eval speakers' unused bona fide recordings
+    policy = tmp_path / "deploy_policy.yaml"
+    policy.write_text("absolute:\n  eer: {max: 0.5}\ncountermeasure:\n  operating_point: "
+                      "{rule: bonafide_rejection, rate: 0.01, split: deployment}\n")  # fmt: skip
+    assert main([*argv, f"register.policy={policy}", "spoof.eval_dir=deploy_eval"]) == 0
+    deployed = json.loads((tmp_path / "deploy_eval" / "spoof_eval.json").read_text())
+    dep = pd.read_csv(tmp_path / "data" / "spoof" / "cm_deployment.csv")
+    paths = pd.read_csv(tmp_path / "data" / "spoof" / "manifest.csv").set_index("utt_id")["path"]
+    lowest = min(served.score_file(paths[u]) for u in dep["utt_id"])  # rate 0.01 of < 100 items
+    assert deployed["cm"]["threshold"] == pytest.approx(lowest, abs=1e-5)
+    assert deployed["hashes"]["cm_deployment"] == sha256_file(tmp_path / "data" / "spoof" / "cm_deployment.csv")  # fmt: skip
+    assert Countermeasure.load(deployed["cm"]["file"]).operating_point["split"] == "deployment"
+    (tmp_path / "data" / "spoof" / "cm_deployment.csv").unlink()
+    assert main([*argv, f"register.policy={policy}", "spoof.eval_dir=deploy_eval"]) == 2
+    assert "cm_deployment.csv: not found" in capsys.readouterr().err  # what to run, named
     with pytest.raises(ValueError, match="no operating point"):
         _ = Countermeasure.load(out / "countermeasure.safetensors").threshold

@@ -233,11 +233,22 @@ def test_countermeasure_operating_point_parses_and_bad_ones_are_named(tmp_path: 
     }
     pol = load_policy(write(tmp_path, base + "{rule: bonafide_rejection, rate: 0.05}\n"))
     assert pol.cm_operating_point == {"rule": "bonafide_rejection", "rate": 0.05}
+    text = "{rule: bonafide_rejection, rate: 0.02, split: deployment}\n"
+    assert load_policy(write(tmp_path, base + text)).cm_operating_point == {
+        "rule": "bonafide_rejection",
+        "rate": 0.02,
+        "split": "deployment",
+    }
     for text, match in (
         ("{rule: median}", "expected {rule: eer}"),
         ("{rule: bonafide_rejection}", "needs exactly `rate`"),
         ("{rule: bonafide_rejection, rate: 1.5}", r"rate must be in \(0, 1\)"),
         ("{rule: eer, rate: 0.1}", "takes no other keys"),
+        ("{rule: eer, split: deployment}", "deployment list is bona fide only"),
+        (
+            "{rule: bonafide_rejection, rate: 0.1, split: eval}",
+            r"split must be one of \['calibration', 'deployment'\]",
+        ),
     ):
         with pytest.raises(ValueError, match=match):
             load_policy(write(tmp_path, base + text + "\n"))

@@ -113,6 +113,25 @@ def test_spoof_prepare_is_attack_disjoint_and_deterministic(
     enrol_src = own.loc[spoofs["enroll"], "source_utt"].to_numpy()
     assert (spoofs["source_utt"].to_numpy() != enrol_src).all()
 
+    # the deployment's own bona fide audio: eval speakers' recordings no eval item uses
+    dep = m[m["split"] == "deployment"]
+    ev_items = m[m["split"] == "eval"]
+    assert len(dep) and (dep["attack"] == "bonafide").all() and (dep["label"] == "bonafide").all()
+    assert set(dep["speaker"]) <= set(ev_items["speaker"])
+    assert not set(dep["source_utt"]) & set(ev_items["source_utt"].dropna())
+    dep_list = pd.read_csv(a / "cm_deployment.csv")
+    assert set(dep_list["utt_id"]) == set(dep["utt_id"]) and (dep_list["label"] == 1).all()
+    assert summary["hashes"]["cm_deployment"] == sha256_file(a / "cm_deployment.csv")
+    assert summary["counts"]["deployment"] == {"bonafide": len(dep)}
+    src_manifest = pd.read_csv(cfg.spoof.bonafide_manifest)
+    tts_only = compose([*corpus, "spoof.splits.eval=[A03]"]).spoof  # no eval item has a source
+    per = pd.Series([j["speaker"] for j in plan_jobs(src_manifest, tts_only, check_splits(tts_only))
+                     if j["split"] == "deployment"]).value_counts()  # fmt: skip
+    recs = src_manifest[src_manifest["split"] == "eval"].groupby("speaker").size()
+    assert len(per) == len(recs) and (per == 1).all() and (recs == 3).all()  # 3 - 2 bona fide
+    none = compose([*corpus, "spoof.deployment_per_speaker=0"]).spoof
+    assert not [j for j in plan_jobs(src_manifest, none, check_splits(none)) if j["split"] == "deployment"]  # fmt: skip
+
     jobs = plan_jobs(pd.read_csv(cfg.spoof.bonafide_manifest), cfg.spoof, check_splits(cfg.spoof))
     other = compose([*corpus, "spoof.seed=1"]).spoof
     changed = plan_jobs(pd.read_csv(cfg.spoof.bonafide_manifest), other, check_splits(other))

@@ -139,6 +139,13 @@ def test_cm_threshold_rules_match_brute_force(seed: int) -> None:
         ok = [c for c in np.unique(s) if (s[y == 1] < c).mean() <= rate]
         assert t == max(ok)
         assert (s[y == 1] < t).mean() <= rate
+    # a bona fide only list (the deployment's): the same threshold from its bona fide scores
+    bona_only = SM.cm_threshold(
+        s[y == 1], np.ones(57), {"rule": "bonafide_rejection", "rate": 0.05}
+    )
+    assert bona_only == SM.cm_threshold(s, y, {"rule": "bonafide_rejection", "rate": 0.05})
+    with pytest.raises(ValueError, match="one or more bona fide"):
+        SM.cm_threshold(s[y == 0], np.zeros(43), {"rule": "bonafide_rejection", "rate": 0.05})
     t = SM.cm_threshold(s, y, {"rule": "eer"})
     gaps = {c: abs((s[y == 1] < c).mean() - (s[y == 0] >= c).mean()) for c in np.unique(s)}
     assert gaps[t] == pytest.approx(min(gaps.values()))

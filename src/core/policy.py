@@ -18,7 +18,8 @@ A policy has (see the file itself for a commented example):
   eval list (the same trial pairs through a simulated channel, ``data.eval_channels``).
 
 * ``countermeasure``: the pair gates (:mod:`speakerops.registry.cm_gate`) and the CM's
-  ``operating_point`` rule (``{rule: eer}`` or ``{rule: bonafide_rejection, rate: r}``): how
+  ``operating_point`` rule (``{rule: eer}`` or ``{rule: bonafide_rejection, rate: r}``, on the
+  calibration split or, ``split: deployment``, on the deployment's bona fide audio): how
   `speakerops spoof evaluate` picks the CM threshold the service refuses spoofs at.
 
 Gated metric names are the figures of :mod:`speakerops.eval.assess`; the checks themselves
@@ -47,6 +48,10 @@ USES = ("value", "high", "low")
 # `eer` (bona fide rejection = spoof acceptance there) or `bonafide_rejection` with `rate`
 # (the threshold rejecting that fraction of bona fide audio).
 CM_RULES = ("eer", "bonafide_rejection")
+# where the rule is applied: the CM calibration split (seen attacks) or, with `split:
+# deployment`, the eval speakers' own bona fide recordings that no test item uses
+# (`cm_deployment.csv`: the deployment's audio, bona fide only)
+CM_THRESHOLD_SPLITS = ("calibration", "deployment")
 DEFAULT_CM_OPERATING_POINT: dict[str, Any] = {"rule": "eer"}
 _KNOWN = {
     "version",
@@ -170,18 +175,27 @@ def _cm_operating_point(raw: Any, where: str) -> dict[str, Any]:
         raise ValueError(
             f"{where}: expected {{rule: eer}} or {{rule: bonafide_rejection, rate: r}}, got {raw!r}"
         )
+    split = raw.get("split", "calibration")
+    if split not in CM_THRESHOLD_SPLITS:
+        raise ValueError(f"{where}.split must be one of {list(CM_THRESHOLD_SPLITS)}, got {split!r}")
+    extra = {"split": split} if "split" in raw else {}
     if raw["rule"] == "eer":
-        if set(raw) != {"rule"}:
+        if set(raw) - {"rule", "split"}:
             raise ValueError(f"{where}: rule eer takes no other keys, got {sorted(raw)}")
-        return {"rule": "eer"}
-    if set(raw) != {"rule", "rate"}:
+        if split == "deployment":
+            raise ValueError(
+                f"{where}: rule eer needs spoofs, and the deployment list is bona fide only: "
+                "use {rule: bonafide_rejection, rate: r, split: deployment}"
+            )
+        return {"rule": "eer", **extra}
+    if set(raw) - {"split"} != {"rule", "rate"}:
         raise ValueError(
             f"{where}: rule bonafide_rejection needs exactly `rate`, got {sorted(raw)}"
         )
     rate = _number(raw["rate"], f"{where}.rate")
     if not 0.0 < rate < 1.0:
         raise ValueError(f"{where}.rate must be in (0, 1), got {rate}")
-    return {"rule": "bonafide_rejection", "rate": rate}
+    return {"rule": "bonafide_rejection", "rate": rate, **extra}
 
 
 def _absolute(raw: Any, path: Path) -> list[AbsoluteGate]:

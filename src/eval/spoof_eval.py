@@ -15,7 +15,10 @@ the claimed / enrolled speakers; `evaluate.bootstrap`):
   otherwise it keeps the speaker score. The CM threshold is chosen on the calibration split
   (its own, seen, attacks), never tuned on eval, by the rule of ``register.policy``'s
   ``countermeasure.operating_point`` (:func:`~speakerops.eval.spoof_metrics.cm_threshold`;
-  ``{rule: eer}``, the EER threshold, when the policy states none or there is no policy file).
+  ``{rule: eer}``, the EER threshold, when the policy states none or there is no policy file);
+  with ``split: deployment`` on `cm_deployment.csv` instead (bona fide recordings of the eval
+  speakers that no test item uses: a deployment's own audio, where the calibration split is
+  another corpus's speech).
 
 Writes `spoof_eval.json` and the countermeasure with that operating point inside
 (`countermeasure.safetensors` + sidecar, the file `serve.countermeasure` loads) in
@@ -84,7 +87,7 @@ class PairScores:
     """A speaker encoder + countermeasure scored on the pinned spoof lists."""
 
     hashes: dict[str, str]
-    cm_threshold: float  # the policy rule's CM threshold on the calibration split (seen attacks)
+    cm_threshold: float  # the policy rule's CM threshold on its split (calibration or deployment)
     cm_eval: pd.DataFrame  # cm_eval.csv rows the CM scored, column `score` added
     trials: (
         pd.DataFrame
@@ -101,14 +104,21 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecis
     """Score the pinned lists of `spoof.out_dir` (each checked against its sha256)."""
     spoof_dir = Path(cfg.spoof.out_dir)
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")
-    cal, cal_sha = read_cm_protocol(spoof_dir / "cm_calibration.csv")
+    rule = cm_operating_point(cfg.register.policy)
+    split = rule.get("split", "calibration")
+    if split != "calibration" and not (spoof_dir / f"cm_{split}.csv").is_file():
+        raise FileNotFoundError(
+            f"{spoof_dir / f'cm_{split}.csv'}: not found, and the policy's countermeasure "
+            f"operating point sets the threshold on it (split: {split}); run `speakerops spoof "
+            "prepare` again with spoof.deployment_per_speaker > 0"
+        )
+    cal, cal_sha = read_cm_protocol(spoof_dir / f"cm_{split}.csv")
     ev, ev_sha = read_cm_protocol(spoof_dir / "cm_eval.csv")
     trials, trials_sha = read_sasv_trials(spoof_dir / "sasv_trials_eval.csv")
 
     needed = sorted(set(cal["utt_id"]) | set(ev["utt_id"]))
     scores, failures = cm_scores(cm, manifest.loc[needed, "path"].to_dict())
     cal = cal[cal["utt_id"].isin(scores)]
-    rule = cm_operating_point(cfg.register.policy)
     threshold = cm_threshold([scores[u] for u in cal["utt_id"]], cal["label"], rule)
     ev = ev[ev["utt_id"].isin(scores)].assign(score=lambda d: [scores[u] for u in d["utt_id"]])
 
@@ -124,7 +134,7 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecis
         cm=[scores[u] for u in trials["test"]],
         enroll_speaker=manifest.loc[trials["enroll"], "speaker"].to_numpy(),
     )
-    hashes = {"cm_calibration": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
+    hashes = {f"cm_{split}": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
     return PairScores(hashes, float(threshold), ev, trials, failures)
 
 
@@ -254,8 +264,9 @@ def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path
     out = Path(cfg.spoof.eval_dir)
     out.mkdir(parents=True, exist_ok=True)
     rule = cm_operating_point(cfg.register.policy)
-    cm.extras["operating_point"] = {**rule, "threshold": ps.cm_threshold, "split": "calibration",
-                                    "cm_calibration_sha256": ps.hashes["cm_calibration"]}  # fmt: skip
+    split = rule.get("split", "calibration")
+    cm.extras["operating_point"] = {**rule, "threshold": ps.cm_threshold, "split": split,
+                                    f"cm_{split}_sha256": ps.hashes[f"cm_{split}"]}  # fmt: skip
     report["cm"]["operating_point"] = rule
     report["cm"]["file"] = str(cm.save(out / cm.filename))
     (out / "spoof_eval.json").write_text(dumps(report))

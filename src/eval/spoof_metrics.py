@@ -87,11 +87,17 @@ def cm_eer(cm_scores: ArrayLike, bonafide: ArrayLike) -> float:
 def cm_threshold(cm_scores: ArrayLike, bonafide: ArrayLike, rule: Mapping[str, object]) -> float:
     """The CM score threshold of an operating-point rule (module doc): ``{"rule": "eer"}`` or
     ``{"rule": "bonafide_rejection", "rate": r}``; spoof-suspected iff score < threshold."""
-    s, y = validate_trials(cm_scores, bonafide)
     if rule.get("rule") == "eer":
+        s, y = validate_trials(cm_scores, bonafide)
         return float(eer_threshold(s, y)[1])
-    if rule.get("rule") == "bonafide_rejection":
-        bona = np.sort(s[y.astype(bool)])
+    if rule.get("rule") == "bonafide_rejection":  # bona fide scores only (a deployment's list)
+        s, y = np.asarray(cm_scores, dtype=np.float64), np.asarray(bonafide).astype(bool)
+        if s.shape != y.shape or not np.isfinite(s).all() or not y.any():
+            raise ValueError(
+                f"countermeasure operating point {dict(rule)!r}: needs finite scores of one or "
+                f"more bona fide items (got {int(y.sum())} bona fide of {s.size})"
+            )
+        bona = np.sort(s[y])
         return float(bona[int(np.floor(float(rule["rate"]) * len(bona)))])  # type: ignore[arg-type]
     raise ValueError(f"countermeasure operating point {dict(rule)!r}: unknown rule")
 

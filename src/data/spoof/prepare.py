@@ -10,7 +10,8 @@ Reads ``spoof.bonafide_manifest`` (the manifest of `speakerops prepare`). Writes
   split, label (``bonafide`` | ``spoof``), attack (``bonafide`` or the attack id), kind,
   source_utt, text, duration, sample_rate, detail (what was drawn: voice, RIR, mic ...);
 * ``attacks.csv``: the attack table (kind, system, splits, unseen);
-* ``cm_<split>.csv`` (utt_id, speaker, attack, label: 1 bona fide / 0 spoof) and
+* ``cm_<split>.csv`` (utt_id, speaker, attack, label: 1 bona fide / 0 spoof; and
+  ``cm_deployment.csv``, bona fide only: the eval speakers' unused recordings) and
   ``sasv_trials_<split>.csv`` (calibration, eval: enroll, test, label, kind, attack), each with
   its ``.sha256``;
 * ``quarantine.csv``: items that could not be made, with the reason (the run goes on);
@@ -36,7 +37,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from speakerops.data.audio import AudioError, load_audio
 from speakerops.data.manifest import SPLITS, read_manifest, write_trials
-from speakerops.data.spoof.protocol import BONAFIDE, attack_table, check_splits, plan_jobs, sasv_trials
+from speakerops.data.spoof.protocol import (
+    BONAFIDE,
+    DEPLOYMENT,
+    attack_table,
+    check_splits,
+    plan_jobs,
+    sasv_trials,
+)
 from speakerops.data.spoof.replay import check_mic_channels, load_rirs, replay
 from speakerops.data.spoof.tts import TTSError, check_engine, synthesize_tts
 from speakerops.data.spoof.vocoder import griffin_lim, lpc_resynthesis
@@ -47,7 +55,9 @@ CM_COLUMNS = ("utt_id", "speaker", "attack", "label")
 SASV_COLUMNS = ("enroll", "test", "label", "kind", "attack")
 
 
-def _source(job: dict, sample_rate: int, max_seconds: float, rng: np.random.Generator) -> np.ndarray:
+def _source(
+    job: dict, sample_rate: int, max_seconds: float, rng: np.random.Generator
+) -> np.ndarray:
     """The job's bona fide recording at ``sample_rate``, a seeded crop of ``max_seconds``."""
     src = job["source"]
     wav, _ = load_audio(src["path"], sample_rate, 0.0, src["start"], src["end"])
@@ -139,7 +149,9 @@ def spoof_prepare(spoof_cfg: DictConfig | Mapping[str, Any], progress: bool = Tr
                 load_rirs(str(spec["rir_dir"]), int(spoof["sample_rate"]))
     manifest = read_manifest(spoof["bonafide_manifest"])
     if "split" not in manifest.columns:
-        raise ValueError(f"{spoof['bonafide_manifest']}: no split column (run `speakerops prepare`)")
+        raise ValueError(
+            f"{spoof['bonafide_manifest']}: no split column (run `speakerops prepare`)"
+        )
     out = Path(spoof["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(manifest, spoof, splits)
@@ -153,7 +165,9 @@ def spoof_prepare(spoof_cfg: DictConfig | Mapping[str, Any], progress: bool = Tr
     else:
         results = [_make(a) for a in args]
     rows = [r for r in results if "reason" not in r]
-    bad = pd.DataFrame([r for r in results if "reason" in r], columns=["utt_id", "attack", "reason"])
+    bad = pd.DataFrame(
+        [r for r in results if "reason" in r], columns=["utt_id", "attack", "reason"]
+    )
     bad.to_csv(out / "quarantine.csv", index=False)
     if not rows:
         first = bad["reason"].iloc[0] if len(bad) else "no jobs (empty splits?)"
@@ -173,9 +187,14 @@ def spoof_prepare(spoof_cfg: DictConfig | Mapping[str, Any], progress: bool = Tr
             hashes[f"sasv_trials_{split}"] = write_trials(
                 trials, out / f"sasv_trials_{split}.csv", SASV_COLUMNS
             )
+    dep = cm[cm["split"] == DEPLOYMENT].assign(label=1)
+    if not dep.empty:
+        hashes[f"cm_{DEPLOYMENT}"] = write_trials(dep, out / f"cm_{DEPLOYMENT}.csv", CM_COLUMNS)
     counts = {
-        s: {a: int(n) for a, n in cm[cm["split"] == s]["attack"].value_counts().sort_index().items()}
-        for s in SPLITS
+        s: {
+            a: int(n) for a, n in cm[cm["split"] == s]["attack"].value_counts().sort_index().items()
+        }
+        for s in (*SPLITS, DEPLOYMENT)
     }
     summary = {
         "n_items": int(len(cm)),

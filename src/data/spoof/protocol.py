@@ -14,6 +14,10 @@ made (the jobs), and the trial lists built from them.
   tests are its other bona fide items (``target``, label 1), ``nontargets_per_enroll`` bona
   fide items of other speakers (``nontarget``) and every spoof targeting it (``spoof``).
   Columns ``enroll,test,label,kind,attack``; label 1 only for bona fide targets (SASV).
+* Deployment items (split ``deployment``): per eval speaker up to ``deployment_per_speaker``
+  bona fide items from its recordings that no eval item uses, neither as a bona fide item nor
+  as a spoof's source: the enrolled users' own audio a deployment holds, never a test item
+  (``countermeasure.operating_point`` ``split: deployment`` sets the CM threshold on them).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from speakerops.core.jsonio import sha256_file
 from speakerops.data.manifest import SPLITS, row_spans
 
 BONAFIDE = "bonafide"
+# bona fide items of the eval speakers from recordings no eval item uses, nor any spoof as its
+# source (``cm_deployment.csv``): the deployment's own bona fide audio, for a CM threshold
+DEPLOYMENT = "deployment"
 KINDS = ("tts", "vocoder", "replay")
 
 
@@ -45,7 +52,9 @@ def check_splits(spoof: Mapping[str, Any]) -> dict[str, list[str]]:
             )
         for a in ids:
             if attacks[a].get("kind") not in KINDS:
-                raise ValueError(f"spoof.attacks.{a}.kind={attacks[a].get('kind')!r}: expected one of {KINDS}")
+                raise ValueError(
+                    f"spoof.attacks.{a}.kind={attacks[a].get('kind')!r}: expected one of {KINDS}"
+                )
     seen = set(splits["train"]) | set(splits["calibration"])
     leaked = sorted(set(splits["eval"]) & seen)
     if leaked:
@@ -84,14 +93,19 @@ def _seed(seed: int, *parts: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
-def plan_jobs(manifest: pd.DataFrame, spoof: Mapping[str, Any], splits: dict[str, list[str]]) -> list[dict]:
+def plan_jobs(
+    manifest: pd.DataFrame, spoof: Mapping[str, Any], splits: dict[str, list[str]]
+) -> list[dict]:
     """The bona fide and spoof items to make, in a deterministic order (see module doc)."""
     seed = int(spoof["seed"])
     attack_ids = sorted(spoof["attacks"])
     texts = [str(t) for t in spoof["texts"]]
     n_bf, n_sp = int(spoof["bonafide_per_speaker"]), int(spoof["spoofs_per_attack"])
+    n_dep = int(spoof.get("deployment_per_speaker") or 0)
     if n_bf < 2:
-        raise ValueError(f"spoof.bonafide_per_speaker={n_bf}: need >= 2 (one enrols, one is a target test)")
+        raise ValueError(
+            f"spoof.bonafide_per_speaker={n_bf}: need >= 2 (one enrols, one is a target test)"
+        )
     jobs: list[dict] = []
     for si, split in enumerate(SPLITS):
         rows = manifest[manifest["split"] == split]
@@ -115,6 +129,7 @@ def plan_jobs(manifest: pd.DataFrame, spoof: Mapping[str, Any], splits: dict[str
             gender = str(own["gender"].iloc[0]) if "gender" in own.columns else "unknown"
             pitch = float(srng.uniform(0.15, 0.45) if gender == "m" else srng.uniform(0.5, 0.9))
             base = {"split": split, "speaker": spk, "gender": gender}
+            first = len(jobs)
             for k, rec in enumerate(bona):
                 jobs.append({**base, "utt_id": f"bf-{spk}-{k:02d}", "attack": BONAFIDE,
                              "kind": BONAFIDE, "source": rec, "seed": _seed(seed, si, pi, 0, k)})  # fmt: skip
@@ -134,6 +149,13 @@ def plan_jobs(manifest: pd.DataFrame, spoof: Mapping[str, Any], splits: dict[str
                             "seed": _seed(seed, si, pi, ai, k),
                         }
                     )
+            if split == "eval":  # the deployment's own audio: recordings no eval item uses
+                used = {j["source"]["utt"] for j in jobs[first:] if j["kind"] != "tts"}
+                rest = [r for r in order[n_bf:] if r["utt"] not in used][:n_dep]
+                for k, rec in enumerate(rest):
+                    jobs.append({**base, "split": DEPLOYMENT, "utt_id": f"dp-{spk}-{k:02d}",
+                                 "attack": BONAFIDE, "kind": BONAFIDE, "source": rec,
+                                 "seed": _seed(seed, si, pi, 0, 1000 + k)})  # fmt: skip
     return jobs
 
 
@@ -153,9 +175,16 @@ def sasv_trials(cm: pd.DataFrame, nontargets_per_enroll: int, seed: int) -> pd.D
         take = rng.choice(others, size=min(nontargets_per_enroll, len(others)), replace=False)
         rows += [(enroll, str(t), 0, "nontarget", BONAFIDE) for t in sorted(take)]
         spoofs = cm[(cm["speaker"] == spk) & (cm["attack"] != BONAFIDE)]
-        rows += [(enroll, u, 0, "spoof", a) for u, a in zip(spoofs["utt_id"], spoofs["attack"], strict=True)]
+        rows += [
+            (enroll, u, 0, "spoof", a)
+            for u, a in zip(spoofs["utt_id"], spoofs["attack"], strict=True)
+        ]
     out = pd.DataFrame(rows, columns=["enroll", "test", "label", "kind", "attack"])
-    return out.drop_duplicates(["enroll", "test"]).sort_values(["enroll", "test"]).reset_index(drop=True)
+    return (
+        out.drop_duplicates(["enroll", "test"])
+        .sort_values(["enroll", "test"])
+        .reset_index(drop=True)
+    )
 
 
 def read_pinned_list(path: str | Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
@@ -164,14 +193,18 @@ def read_pinned_list(path: str | Path, columns: tuple[str, ...]) -> tuple[pd.Dat
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run `speakerops spoof prepare` first)")
-    table = pd.read_csv(path, dtype={c: str for c in ("utt_id", "speaker", "attack", "enroll", "test", "kind")})
+    table = pd.read_csv(
+        path, dtype={c: str for c in ("utt_id", "speaker", "attack", "enroll", "test", "kind")}
+    )
     missing = set(columns) - set(table.columns)
     if missing:
         raise ValueError(f"{path}: lacks columns {sorted(missing)}")
     sha = sha256_file(path)
     side = path.with_name(path.name + ".sha256")
     if side.is_file() and side.read_text().split()[0] != sha:
-        raise ValueError(f"{path}: sha256 differs from {side.name}: the list changed after `spoof prepare`")
+        raise ValueError(
+            f"{path}: sha256 differs from {side.name}: the list changed after `spoof prepare`"
+        )
     return table, sha
 
 
