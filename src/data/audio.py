@@ -19,7 +19,6 @@ from speakerops.core.config import find_conf_file
 from speakerops.data.resample import resample
 
 
-
 @functools.cache
 def audio_extensions() -> frozenset[str]:
     """The audio file types picked up from folders (lower case, with the dot): ``audio.extensions``

@@ -51,13 +51,17 @@ def telephone_settings(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"data.telephone.seed must be an integer >= 0, got {seed!r}")
     codecs = raw["codecs"]
     if isinstance(codecs, str) or not isinstance(codecs, Sequence) or not codecs:
-        raise ValueError(f"data.telephone.codecs must be a non-empty list from {CODECS}, got {codecs!r}")
+        raise ValueError(
+            f"data.telephone.codecs must be a non-empty list from {CODECS}, got {codecs!r}"
+        )
     bad = [c for c in codecs if c not in CODECS]
     if bad:
         raise ValueError(f"data.telephone.codecs: {bad} unknown; use names from {CODECS}")
     rate = raw["channel_rate"]
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
-        raise ValueError(f"data.telephone.channel_rate must be a positive integer (Hz), got {rate!r}")
+        raise ValueError(
+            f"data.telephone.channel_rate must be a positive integer (Hz), got {rate!r}"
+        )
     band = raw["band_hz"]
     if (
         isinstance(band, str)
@@ -71,7 +75,9 @@ def telephone_settings(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     loss = float(raw["packet_loss"])
     if not 0.0 <= loss < 1.0:
-        raise ValueError(f"data.telephone.packet_loss must be in [0, 1), got {raw['packet_loss']!r}")
+        raise ValueError(
+            f"data.telephone.packet_loss must be in [0, 1), got {raw['packet_loss']!r}"
+        )
     frame = float(raw["frame_ms"])
     if frame <= 0:
         raise ValueError(f"data.telephone.frame_ms must be > 0, got {raw['frame_ms']!r}")
@@ -89,7 +95,9 @@ def eval_channels(data: Mapping[str, Any]) -> list[str]:
     """``data.eval_channels`` checked: a list of names from :data:`CHANNELS` (none: [])."""
     names = data.get("eval_channels") or []
     if isinstance(names, str) or not isinstance(names, Sequence):
-        raise ValueError(f"data.eval_channels must be a list of names from {CHANNELS}, got {names!r}")
+        raise ValueError(
+            f"data.eval_channels must be a list of names from {CHANNELS}, got {names!r}"
+        )
     bad = [n for n in names if n not in CHANNELS]
     if bad:
         raise ValueError(f"data.eval_channels: {bad} unknown; known channels: {list(CHANNELS)}")

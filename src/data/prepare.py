@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from speakerops.core.config import compose
 from speakerops.data import corpora
-from speakerops.data.channel_copy import eval_channels, write_channel_copies
-from speakerops.data.pins import write_trial_inputs
 from speakerops.data.audio import AudioError, load_audio
+from speakerops.data.channel_copy import eval_channels, write_channel_copies
 from speakerops.data.listing import QUARANTINE_COLUMNS, FileListing
 from speakerops.data.manifest import (
     METADATA_COLUMNS,
@@ -33,6 +32,7 @@ from speakerops.data.manifest import (
     segment_rows,
     write_trials,
 )
+from speakerops.data.pins import write_trial_inputs
 from speakerops.data.quality import QualitySettings, level_refusals
 
 

@@ -235,7 +235,9 @@ def level_refusals(
     return out
 
 
-def measure_quality(wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio") -> QualityReport:
+def measure_quality(
+    wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio"
+) -> QualityReport:
     """Run every check on a mono float waveform in [-1, 1]."""
     x = np.asarray(wav, dtype=np.float32)
     if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
@@ -260,7 +262,9 @@ def measure_quality(wav: np.ndarray, sample_rate: int, settings: QualitySettings
     return QualityReport(x.size / sample_rate, speech, clipped, dc, snr, tuple(refusals))
 
 
-def check_quality(wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio") -> QualityReport:
+def check_quality(
+    wav: np.ndarray, sample_rate: int, settings: QualitySettings, name: str = "audio"
+) -> QualityReport:
     """:func:`measure_quality`, raising :class:`QualityError` (every refusal in the message)."""
     report = measure_quality(wav, sample_rate, settings, name)
     if report.refusals:

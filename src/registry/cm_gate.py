@@ -65,7 +65,10 @@ def _absolute(gate: AbsoluteGate, report: Mapping[str, Any]) -> list[dict]:
 
 
 def _relative(
-    gate: RelativeGate, cand: Mapping[str, Any], champ: Mapping[str, Any], diff: Mapping[str, Any] | None
+    gate: RelativeGate,
+    cand: Mapping[str, Any],
+    champ: Mapping[str, Any],
+    diff: Mapping[str, Any] | None,
 ) -> list[dict]:
     rows = []
     theirs = _figures(champ, gate.metric)
@@ -74,7 +77,9 @@ def _relative(
         name = f"{gate.metric}{suffix}.vs_champion"
         ref, d = theirs.get(suffix), paired.get(suffix)
         if iv is None or ref is None:
-            rows.append(_row(name, None, gate.margin, False, f"{gate.metric}{suffix}: missing in a report"))
+            rows.append(
+                _row(name, None, gate.margin, False, f"{gate.metric}{suffix}: missing in a report")
+            )
             continue
         if d is None or not all(math.isfinite(float(d.get(k, math.nan))) for k in ("low", "high")):
             rows.append(_row(name, None, gate.margin, False,
@@ -106,7 +111,11 @@ def pair_verdict(
     rows = [r for g in policy.cm_absolute for r in _absolute(g, candidate)]
     alone, pair = _figure(candidate, "speaker_alone.sasv_eer"), _figure(candidate, "pair.sasv_eer")
     if alone is None or pair is None:
-        rows.append(_row("pair.helps", None, 0.0, False, "SASV-EER of the pair or the speaker model missing"))
+        rows.append(
+            _row(
+                "pair.helps", None, 0.0, False, "SASV-EER of the pair or the speaker model missing"
+            )
+        )
     else:
         d = float(pair["value"]) - float(alone["value"])
         iv = _figure(candidate, "pair_vs_alone.sasv_eer")
@@ -120,7 +129,9 @@ def pair_verdict(
             rows.append(_row("lists.same", None, 0.0, False,
                              "candidate and champion were evaluated on different spoof lists"))  # fmt: skip
         else:
-            rows += [r for g in policy.cm_relative for r in _relative(g, candidate, champion, difference)]
+            rows += [
+                r for g in policy.cm_relative for r in _relative(g, candidate, champion, difference)
+            ]
     refused = [r["check"] for r in rows if not r["passed"]]
     return {"passed": not refused, "checks": rows, "refused": refused, "policy": policy.summary()}
 
@@ -129,5 +140,8 @@ def report_markdown(verdict: Mapping[str, Any]) -> str:
     """The verdict as a Markdown report (one table row per check)."""
     head = "PASSED" if verdict["passed"] else f"REFUSED ({', '.join(verdict['refused'])})"
     lines = [f"# Pair gate: {head}", "", "| check | passed | reason |", "|---|---|---|"]
-    lines += [f"| {r['check']} | {'yes' if r['passed'] else '**no**'} | {r['reason']} |" for r in verdict["checks"]]
+    lines += [
+        f"| {r['check']} | {'yes' if r['passed'] else '**no**'} | {r['reason']} |"
+        for r in verdict["checks"]
+    ]
     return "\n".join(lines) + "\n"

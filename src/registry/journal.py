@@ -183,7 +183,9 @@ def _forward(cfg: Any, client, txn: Transaction) -> dict[str, Any]:
     log = audit.audit_log_path(cfg)
     written = audit.find_record(log, "txn", txn.id)
     if written is None:
-        written = audit.append_audit(log, {**txn.record, "txn": txn.id}, keyring=keyring_from_cfg(cfg))
+        written = audit.append_audit(
+            log, {**txn.record, "txn": txn.id}, keyring=keyring_from_cfg(cfg)
+        )
     fault_point("audit-append")
     for version in txn.record_versions:
         if not _has_audit_tag(client, name, version, txn.id):

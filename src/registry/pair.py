@@ -39,7 +39,7 @@ from speakerops.core.names import CHALLENGER, CHAMPION
 from speakerops.core.paths import tracking_uri
 from speakerops.core.policy import Policy
 from speakerops.core.uris import registered_model_uri
-from speakerops.eval.spoof_eval import paired_difference, pair_report, score_pair
+from speakerops.eval.spoof_eval import pair_report, paired_difference, score_pair
 from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import FILENAME, Countermeasure
 from speakerops.models.encoder_file import sidecar
@@ -105,7 +105,9 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="countermeasures paired with speaker models")
+        client.create_registered_model(
+            name, description="countermeasures paired with speaker models"
+        )
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{CM_ARTIFACT_PATH}"
     tags = {
         CM_SHA256_TAG: sha256_file(cm_path),
@@ -142,7 +144,11 @@ def _pair_reference(cfg: DictConfig, client, speaker, cm: CountermeasureDecision
     import tempfile
 
     from speakerops.core.keys import keyring_from_cfg
-    from speakerops.registry.reference import REFERENCE_ARTIFACT_PATH, load_reference, with_cm_scores
+    from speakerops.registry.reference import (
+        REFERENCE_ARTIFACT_PATH,
+        load_reference,
+        with_cm_scores,
+    )
 
     if not speaker.run_id:
         return None

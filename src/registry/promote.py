@@ -55,17 +55,17 @@ from speakerops.eval.plots import bias_plot, calibration_plot, det_plot
 from speakerops.eval.scoring import Scorer, system_scores
 from speakerops.eval.trials import load_trial_set
 from speakerops.registry import audit, journal
-from speakerops.registry.channels import assess_channels
 from speakerops.registry.champion import (
     client_for,
     current_champion,
     model_version,
     record_promotion,
 )
+from speakerops.registry.channels import assess_channels
 from speakerops.registry.lock import promotion_lock
-from speakerops.registry.policy_pin import check_policy, commit_tags
 from speakerops.registry.package import load_encoder
 from speakerops.registry.pair import pair_checks
+from speakerops.registry.policy_pin import check_policy, commit_tags
 from speakerops.registry.report import write_report
 from speakerops.registry.verdict import (
     calibration_precondition,
@@ -120,7 +120,14 @@ def _prepare_out_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in ("verdict.json", "report.md", "pair.json", "det.png", "calibration.png", "bias_*.png"):
+    for pattern in (
+        "verdict.json",
+        "report.md",
+        "pair.json",
+        "det.png",
+        "calibration.png",
+        "bias_*.png",
+    ):
         for f in out.glob(pattern):
             f.unlink()
     return out
@@ -236,7 +243,12 @@ def _promote_locked(
         checks.append(calibration_precondition(version, cand_cal, cand_llrs is not None))
         if champ is not None:
             ch_scores, ch_llrs, ch_desc, ch_cal, encoders["champion"] = _score(
-                registered_model_uri(name, champ.version), manifest, trials, progress, store, keyring
+                registered_model_uri(name, champ.version),
+                manifest,
+                trials,
+                progress,
+                store,
+                keyring,
             )
             systems[champ_label] = (ch_scores, ch_llrs)
             info["champion"] = {"scoring": ch_desc, "calibration": ch_cal}

@@ -39,7 +39,6 @@ from speakerops.data.manifest import read_manifest, row_spans
 from speakerops.data.quality import estimate_snr_db
 from speakerops.eval.sealed import load_eval_embeddings, pseudonymise_ids
 from speakerops.models.cm_decision import CountermeasureDecision
-from speakerops.models.countermeasure import Countermeasure
 
 __all__ = [
     "Reference",

@@ -47,9 +47,7 @@ def telephone_channel(
     probability ``packet_loss``, back to ``sample_rate`` with the same band-pass as receiver
     filter. Draws: the codec (when more than one), then the lost frames (when > 0)."""
     if sample_rate < channel_rate:
-        raise ValueError(
-            f"TelephoneChannel needs sample_rate >= {channel_rate}, got {sample_rate}"
-        )
+        raise ValueError(f"TelephoneChannel needs sample_rate >= {channel_rate}, got {sample_rate}")
     n = wav.shape[-1]
     codec = codecs[randint(generator, 0, len(codecs))] if len(codecs) > 1 else codecs[0]
     x = resample(wav.float(), sample_rate, channel_rate)

@@ -59,7 +59,9 @@ def synthesize(voice: str, pitch: int, rate: int, text: str) -> tuple[np.ndarray
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"}
 
 
-def run(voice: str, pitch: int, rate: int, text: str, timeout_s: float) -> subprocess.CompletedProcess:
+def run(
+    voice: str, pitch: int, rate: int, text: str, timeout_s: float
+) -> subprocess.CompletedProcess:
     """:func:`synthesize` in a fresh process started the same way every time; stdout: WAV."""
     cmd = [sys.executable, "-m", __name__, voice, str(int(pitch)), str(int(rate))]
     return subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=timeout_s,

@@ -21,7 +21,11 @@ import torch
 
 from speakerops.data.audio import audio_extensions, read_audio
 from speakerops.data.channel.loudspeaker import loudspeaker_params, play_through_loudspeaker
-from speakerops.data.channel.recording import CHANNELS, apply_recording_channel, decaying_noise_rir_np
+from speakerops.data.channel.recording import (
+    CHANNELS,
+    apply_recording_channel,
+    decaying_noise_rir_np,
+)
 from speakerops.data.channel.room import prepare_rir, reverberate
 from speakerops.data.resample import resample
 
@@ -32,7 +36,9 @@ def load_rirs(rir_dir: str, sample_rate: int) -> tuple[tuple[str, np.ndarray], .
     multi-channel file) at ``sample_rate``, trimmed and unit-energy (``room.prepare_rir``)."""
     root = Path(rir_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"spoof replay rir_dir={rir_dir}: not a folder of impulse responses")
+        raise FileNotFoundError(
+            f"spoof replay rir_dir={rir_dir}: not a folder of impulse responses"
+        )
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in audio_extensions())
     if not files:
         raise FileNotFoundError(f"spoof replay rir_dir={rir_dir}: no audio files in it")
@@ -68,7 +74,9 @@ def replay(
         y = wet.double().numpy()
     else:
         name = "decaying_noise"
-        h = decaying_noise_rir_np(float(rng.uniform(0.2, 0.5)), float(rng.uniform(3, 10)), rng, sample_rate)
+        h = decaying_noise_rir_np(
+            float(rng.uniform(0.2, 0.5)), float(rng.uniform(3, 10)), rng, sample_rate
+        )
         y = np.convolve(y, h)[: y.size]
     mics = list(spec["mic_channels"])
     check_mic_channels(mics)

@@ -67,10 +67,14 @@ def synthesize_tts(
         try:
             proc = espeak.run(voice, int(round(20 + 60 * pitch)), 155, text, timeout_s)
         except subprocess.TimeoutExpired as exc:
-            raise TTSError(f"tts engine {engine} voice {voice}: timed out after {timeout_s} s") from exc
+            raise TTSError(
+                f"tts engine {engine} voice {voice}: timed out after {timeout_s} s"
+            ) from exc
         if proc.returncode != 0 or len(proc.stdout) <= 44:
             why = proc.stderr.decode(errors="replace").strip()[-300:] or "no audio"
-            raise TTSError(f"tts engine {engine} voice {voice}: failed (rc {proc.returncode}): {why}")
+            raise TTSError(
+                f"tts engine {engine} voice {voice}: failed (rc {proc.returncode}): {why}"
+            )
         wav, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
         return resample(wav, int(rate), sample_rate)
     with tempfile.TemporaryDirectory(prefix="speakerops-tts-") as tmp:
@@ -88,9 +92,13 @@ def synthesize_tts(
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise TTSError(f"tts engine {engine} voice {voice}: timed out after {timeout_s} s") from exc
+            raise TTSError(
+                f"tts engine {engine} voice {voice}: timed out after {timeout_s} s"
+            ) from exc
         if proc.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
             why = (proc.stderr or proc.stdout or "no output file").strip()[-300:]
-            raise TTSError(f"tts engine {engine} voice {voice}: failed (rc {proc.returncode}): {why}")
+            raise TTSError(
+                f"tts engine {engine} voice {voice}: failed (rc {proc.returncode}): {why}"
+            )
         wav, _ = load_audio(out, sample_rate)
     return wav

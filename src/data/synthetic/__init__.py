@@ -42,7 +42,6 @@ wobble (``SESSION_SPREAD``) and the channel.
 
 from __future__ import annotations
 
-
 from speakerops.data.channel.recording import CHANNELS
 from speakerops.data.synthetic.corpus import generate_corpus, speakers_table
 from speakerops.data.synthetic.phones import ACCENTS, PAUSES, PHONOTACTICS

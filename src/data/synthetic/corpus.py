@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from speakerops.data.channel.recording import CHANNELS
-from speakerops.data.synthetic.phones import VOWELS, ACCENTS
+from speakerops.data.synthetic.phones import ACCENTS, VOWELS
 
 GENDERS = ("f", "m")
 AGE_BANDS = ("18-30", "31-50", "51+")
@@ -187,4 +187,3 @@ def speaker_matches(speaker: SpeakerProfile, degrade: Mapping[str, Any] | None) 
     if isinstance(want, str | int | float):
         return have == want
     return have in set(want)
-

@@ -13,17 +13,17 @@ import scipy.fft as sfft
 
 from speakerops.data.channel.dsp import smoothstep
 from speakerops.data.synthetic.phones import (
+    ACCENTS,
     BANDWIDTHS,
     CONSONANT_NAMES,
     CONSONANT_P,
     CONSONANTS,
     F45,
+    PAUSES,
+    PHONOTACTICS,
     VOWEL_NAMES,
     VOWEL_P,
     VOWELS,
-    ACCENTS,
-    PAUSES,
-    PHONOTACTICS,
 )
 from speakerops.data.synthetic.speakers import SpeakerProfile
 
