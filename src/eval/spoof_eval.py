@@ -33,7 +33,7 @@ speaker bootstrap (the same resampled speakers for both: the relative gates of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,7 @@ class PairScores:
         pd.DataFrame
     )  # SASV trials both could score (list row index), `asv`, `cm`, `enroll_speaker`
     failures: list[tuple[str, str]] = field(default_factory=list)
+    threshold_split: str = "calibration"  # the list the threshold was set on (the rule's split)
 
     @property
     def pair(self) -> np.ndarray:
@@ -135,7 +136,7 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecis
         enroll_speaker=manifest.loc[trials["enroll"], "speaker"].to_numpy(),
     )
     hashes = {f"cm_{split}": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
-    return PairScores(hashes, float(threshold), ev, trials, failures)
+    return PairScores(hashes, float(threshold), ev, trials, failures, split)
 
 
 def _boot(cfg: DictConfig) -> tuple[int, float, int]:
@@ -252,7 +253,7 @@ def paired_difference(cfg: DictConfig, first: PairScores, second: PairScores) ->
 
 
 def _subset(ps: PairScores, rows: pd.Index) -> PairScores:
-    return PairScores(ps.hashes, ps.cm_threshold, ps.cm_eval, ps.trials.loc[rows], ps.failures)
+    return replace(ps, trials=ps.trials.loc[rows])
 
 
 def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path) -> dict:
@@ -264,7 +265,7 @@ def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path
     out = Path(cfg.spoof.eval_dir)
     out.mkdir(parents=True, exist_ok=True)
     rule = cm_operating_point(cfg.register.policy)
-    split = rule.get("split", "calibration")
+    split = ps.threshold_split
     cm.extras["operating_point"] = {**rule, "threshold": ps.cm_threshold, "split": split,
                                     f"cm_{split}_sha256": ps.hashes[f"cm_{split}"]}  # fmt: skip
     report["cm"]["operating_point"] = rule
