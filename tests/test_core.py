@@ -85,3 +85,32 @@ def test_apply_threads_sets_torch_and_the_child_environment(
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="runtime.threads"):
         apply_threads(0)
+
+
+def test_a_fresh_embedded_store_opened_by_several_processes_at_once(tmp_path: Path) -> None:
+    """Two trainings started together on a new registry: each process creates the store; the
+    lock in init_store makes one migrate it and the others find it ready (MLflow alone races
+    and one dies in its table creation)."""
+    import subprocess
+    import sys
+    import time
+
+    registry = tmp_path / "registry"
+    start = time.time() + 3.0  # every process past its imports, then all at once
+    code = (
+        "import sys, time; from speakerops.core.mlflow import client;"
+        f"time.sleep(max(0.0, {start} - time.time()));"
+        "c = client(sys.argv[1]); print(len(c.search_experiments()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(registry)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip() == "1"  # the store with its Default experiment, in every process
+    assert (registry / "mlflow.db.lock").is_file()
+    assert ensure_experiment("after", registry) == ensure_experiment("after", registry)

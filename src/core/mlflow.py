@@ -9,6 +9,7 @@ what was there before, environment variables included.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,28 @@ from speakerops.core.env import offline_env
 from speakerops.core.paths import artifact_location, tracking_uri
 
 _ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_READY: set[str] = set()  # embedded stores this process has created or found migrated
+SQLITE = "sqlite:///"
+
+
+def init_store(uri: str) -> str:
+    """Create and migrate an embedded sqlite store once, under an exclusive lock on
+    ``<db>.lock``, before anything else connects: two processes that open the same fresh
+    store at once (two `speakerops train` started together) race in MLflow's table creation
+    and one dies (``table _alembic_tmp_experiments already exists``). Other URIs (a server)
+    are returned as they are."""
+    if not uri.startswith(SQLITE) or uri in _READY:
+        return uri
+    db = Path(uri[len(SQLITE) :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
+    return uri
 
 
 def client(registry: str | Path) -> MlflowClient:
@@ -34,6 +57,7 @@ def client(registry: str | Path) -> MlflowClient:
 def client_for(uri: str) -> MlflowClient:
     """A client on an explicit tracking + registry URI."""
     offline_env()
+    init_store(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -54,6 +78,7 @@ def fluent_store(uri: str) -> Iterator[str]:
     setters export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; that would make `paths`
     mistake the store for a team server, and outlive the block)."""
     offline_env()
+    init_store(uri)
     saved_env = {k: os.environ.get(k) for k in _ENV}
     saved = (_tracking_state._tracking_uri, _registry_state._registry_uri)
     mlflow.set_tracking_uri(uri)
