@@ -104,8 +104,13 @@ def test_a_fresh_embedded_store_opened_by_several_processes_at_once(tmp_path: Pa
     )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(registry)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(registry)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for _ in range(4)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
