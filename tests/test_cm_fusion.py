@@ -1,7 +1,9 @@
 """Score-level fusion of countermeasures (src/models/cm_fusion.py, src/eval/cm_fusion_fit.py):
-the fused score is the weighted sum of the members' logits, members are hash-checked (a
-tampered one is refused), the weights are fit on the calibration split's seen attacks only,
-and `spoof evaluate` / `Countermeasure.load` take the fused file as a countermeasure."""
+the fused score is the weighted sum of the members' logits (rule sum) or the lowest of their
+standardised logits (rule any: spoof-suspected when one member is), members are hash-checked
+(a tampered one is refused), the fit never sees an eval attack (sum: the calibration split's
+seen attacks; any: a split's bona fide items, the deployment's among them), and `spoof
+evaluate` / `Countermeasure.load` take the fused file as a countermeasure."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from speakerops.core.config import compose
 from speakerops.core.jsonio import sha256_file
 from speakerops.data.audio import load_audio
 from speakerops.data.spoof.prepare import spoof_prepare
-from speakerops.eval.cm_fusion_fit import fit_weights
+from speakerops.eval.cm_fusion_fit import fit_weights, robust_scale
 from speakerops.eval.spoof_eval import cm_scores
 from speakerops.models.cm_fusion import FusedCountermeasure
 from speakerops.models.countermeasure import Countermeasure
@@ -146,3 +148,94 @@ def test_spoof_fuse_fits_on_seen_attacks_only_and_evaluate_takes_it(
     side.write_text(f"{sha256_file('data/spoof/cm_calibration.csv')}  cm_calibration.csv\n")
     assert main(fuse) != 0
     assert "holds eval attacks" in capsys.readouterr().err
+
+
+def test_rule_any_flags_when_one_member_is_under_its_own_threshold(tmp_path: Path) -> None:
+    paths = _members(tmp_path / "m")
+    members = [Countermeasure.load(p) for p in paths]
+    rng = np.random.default_rng(1)
+    wavs = [rng.normal(0, 0.05, 16000).astype(np.float32) for _ in range(6)]
+    s = np.array([[m.score(w) for m in members] for w in wavs])
+    med, low = np.median(s, axis=0), s.min(axis=0) - 1.0  # a member at `low` never flags
+    w = [2.0, 0.5]
+    for loc in ([med[0], low[1]], [low[0], med[1]], [med[0], med[1]]):
+        fused = FusedCountermeasure(members, w, 0.0, paths,
+                                    {"operating_point": {"rule": "eer", "threshold": 0.0}},
+                                    "any", [float(v) for v in loc])  # fmt: skip
+        out = fused.save(tmp_path / "any" / "countermeasure_fused.json")
+        assert json.loads(out.read_text())["rule"] == "any"
+        loaded = Countermeasure.load(out)
+        assert loaded.rule == "any" and loaded.loc == pytest.approx(loc)
+        flagged = []
+        for wav, (a, b) in zip(wavs, s, strict=True):
+            z = min(w[0] * (a - loc[0]), w[1] * (b - loc[1]))
+            assert loaded.score(wav) == pytest.approx(z, rel=1e-6, abs=1e-9)
+            # flagged exactly when a member is under its own threshold l_i + t / w_i (t = 0)
+            assert loaded.assess(wav)["spoof_suspected"] == bool(a < loc[0] or b < loc[1])
+            flagged.append(loaded.assess(wav)["spoof_suspected"])
+        # one member at its median flags the half under it; both flag their union
+        under = [s[:, i] < loc[i] for i in range(2)]
+        assert flagged == list(under[0] | under[1]) and sum(flagged) >= 3
+    # a file of the old format (no rule) is a weighted sum; a bad rule or loc is refused
+    body = json.loads(out.read_text())
+    old = {k: v for k, v in body.items() if k not in ("rule", "loc")}
+    out.write_text(json.dumps(old))
+    assert FusedCountermeasure.load(out, sha256_file(out)).rule == "sum"
+    for bad, match in (({**body, "rule": "max"}, "rule 'max'"),
+                       ({**body, "loc": [0.0]}, "one location per member"),
+                       ({**body, "loc": ["x", 1.0]}, "loc must be a list of finite"),
+                       ({**body, "weights": [1.0, -1.0]}, "positive weights")):  # fmt: skip
+        out.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            FusedCountermeasure.load(out, sha256_file(out))
+
+
+def test_robust_scale_is_median_and_mad() -> None:
+    x = np.array([[1.0, 5.0], [2.0, 5.0], [4.0, 5.0], [10.0, 5.0], [3.0, 6.0]])
+    loc, scale = robust_scale(x)
+    assert loc == [3.0, 5.0]
+    # column 0: |x - 3| = 2, 1, 1, 7, 0 -> MAD 1; column 1: MAD 0 -> its standard deviation
+    assert scale == pytest.approx([1.4826, float(np.std([5, 5, 5, 5, 6]))])
+    assert robust_scale(np.ones((3, 1)))[1] == [1.0]
+    with pytest.raises(ValueError, match="two or more bona fide"):
+        robust_scale(np.ones((1, 2)))
+
+
+def test_spoof_fuse_any_fits_on_the_deployment_bona_fide(
+    tiny_spoof: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _members(tmp_path / "m")
+    fuse = ["spoof", "fuse", f"members={paths[0]},{paths[1]}", *tiny_spoof]
+    # sum on a bona-fide-only list: refused, saying what to use
+    assert main([*fuse, "spoof.fuse.split=deployment"]) != 0
+    assert "spoof.fuse.rule=any" in capsys.readouterr().err
+    # the tiny world's deployment list holds one item: too few to standardise, said so
+    assert main([*fuse, "spoof.fuse.rule=any", "spoof.fuse.split=deployment"]) != 0
+    assert "cm_deployment.csv: 1 bona fide item(s)" in capsys.readouterr().err
+    # a longer deployment list: the calibration split's bona fide items (its hash pinned again)
+    cal = pd.read_csv("data/spoof/cm_calibration.csv", dtype={"utt_id": str, "attack": str})
+    cal[cal["label"].astype(bool)].to_csv("data/spoof/cm_deployment.csv", index=False)
+    side = Path("data/spoof/cm_deployment.csv.sha256")
+    side.write_text(f"{sha256_file('data/spoof/cm_deployment.csv')}  cm_deployment.csv\n")
+    assert main([*fuse, "spoof.fuse.rule=any", "spoof.fuse.split=deployment"]) == 0
+    fused = Countermeasure.load(tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json")
+    fit = fused.extras["fit"]
+    dep = pd.read_csv("data/spoof/cm_deployment.csv", dtype={"utt_id": str, "attack": str})
+    assert len(dep) >= 2
+    assert fit["rule"] == "any" and fit["split"] == "deployment" and fit["attacks"] == []
+    assert fit["n_bonafide"] == len(dep) and fit["n_spoof"] == 0
+    assert fit["cm_deployment_sha256"] == sha256_file("data/spoof/cm_deployment.csv")
+    manifest = pd.read_csv("data/spoof/manifest.csv", dtype={"utt_id": str}).set_index("utt_id")
+    members = [Countermeasure.load(p) for p in paths]
+    s = np.array([[m.score_file(manifest.loc[u, "path"]) for m in members] for u in dep["utt_id"]])
+    med = np.median(s, axis=0)
+    assert fused.loc == pytest.approx(med.tolist(), rel=1e-5)
+    mad = 1.4826 * np.median(np.abs(s - med), axis=0)
+    assert [1 / w for w in fused.weights] == pytest.approx(mad.tolist(), rel=1e-5)
+    # null split: the policy's operating point's (the default policy's: calibration)
+    assert main([*fuse, "spoof.fuse.rule=any"]) == 0
+    fit = Countermeasure.load(tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json").extras["fit"]  # fmt: skip
+    assert fit["split"] == "calibration" and fit["n_bonafide"] == int(cal["label"].sum())
+    assert fit["n_spoof"] == 0 and set(fit["attacks"]) == set(cal["attack"]) - {"bonafide"}
+    assert main([*fuse, "spoof.fuse.rule=max"]) != 0
+    assert "spoof.fuse.rule" in capsys.readouterr().err

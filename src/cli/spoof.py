@@ -17,8 +17,9 @@ from speakerops.cli.base import Call, _print_json, command
     "against register.policy's countermeasure gates (and a champion pair), exit 1 refused; "
     "register: the countermeasure as a version of register.cm_model_name paired with a "
     "registered speaker version (lineage both ways, alias challenger; `promote` then gates and "
-    "moves the pair together); fuse: several CMs as one (score-level, weights fit on the "
-    "calibration split's seen attacks)",
+    "moves the pair together); fuse: several CMs as one (score-level: spoof.fuse.rule=sum, "
+    "logistic weights on the calibration split's seen attacks, or any, spoof-suspected when "
+    "one member is, each standardised on a split's bona fide audio)",
     actions=("prepare", "evaluate", "gate", "register", "fuse"),
     options={
         "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",
@@ -29,8 +30,8 @@ from speakerops.cli.base import Call, _print_json, command
         "cm": "evaluate: the trained countermeasure file (default spoof.evaluate.countermeasure); "
         "register: the file `spoof evaluate` wrote with its threshold (default "
         "spoof.eval_dir/countermeasure.safetensors)",
-        "members": "fuse: the countermeasure files to fuse, comma-separated (weights fit by "
-        "logistic regression on the calibration split -> spoof.fuse.out_dir)",
+        "members": "fuse: the countermeasure files to fuse, comma-separated (fit on "
+        "spoof.fuse.split, the policy operating point's when null -> spoof.fuse.out_dir)",
         "speaker": "register: the speaker version it pairs with (models:/speaker-encoder/<N>)",
     },
 )

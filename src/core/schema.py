@@ -273,6 +273,9 @@ RULES: dict[str, Rule] = {
     "serve.countermeasure": OPTIONAL_TEXT,
     "serve.countermeasure_sha256": OPTIONAL_TEXT,
     "serve.refuse_spoof": FLAG,
+    # countermeasure fusion (conf/spoof/default.yaml)
+    "spoof.fuse.rule": choice("sum", "any"),
+    "spoof.fuse.split": choice("calibration", "deployment", nullable=True),
 }
 
 

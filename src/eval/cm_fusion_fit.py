@@ -1,13 +1,21 @@
-"""`speakerops spoof fuse`: fit the fusion weights of several countermeasures (logistic
-regression on their bona fide logits) on the calibration split, seen attacks only.
+"""`speakerops spoof fuse`: fit the fusion of several countermeasures on a split that holds
+no eval attack (:mod:`speakerops.models.cm_fusion` for the two rules).
 
-Reads `spoof.out_dir/cm_calibration.csv` and `cm_eval.csv` (each checked against its sha256);
-refuses when the calibration list holds an attack of the eval list (the fusion must never see
-the unseen attacks). Scores every calibration item with every member, fits
-``sklearn.linear_model.LogisticRegression`` (``spoof.fuse.C``, class-balanced) on the items all
-members could score, and writes the fused countermeasure (:mod:`speakerops.models.cm_fusion`) to
-``spoof.fuse.out_dir`` with its members copied beside it. `spoof evaluate cm=<that file>` then
-chooses its operating threshold on the same calibration split, as for a single CM.
+Reads `spoof.out_dir/cm_<split>.csv` and `cm_eval.csv` (each checked against its sha256);
+refuses when the fit's list holds an attack of the eval list (the fusion must never see the
+unseen attacks). The split is ``spoof.fuse.split``, or (null) the policy's countermeasure
+operating point's (``calibration``, or ``deployment``: the eval speakers' own bona fide audio,
+`spoof.deployment_per_speaker`), so the members are fit where the fused threshold is set.
+
+* ``spoof.fuse.rule: sum`` scores every item of the list with every member and fits
+  ``sklearn.linear_model.LogisticRegression`` (``spoof.fuse.C``, class-balanced) on the items all
+  members could score (it needs spoofed items: not the bona-fide-only deployment list);
+* ``any`` scores the list's bona fide items and standardises each member by their median and
+  1.4826 × median absolute deviation (the standard deviation where that is 0, else 1).
+
+The fused countermeasure goes to ``spoof.fuse.out_dir`` with its members copied beside it.
+`spoof evaluate cm=<that file>` then chooses its operating threshold on the policy's split, as
+for a single CM.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ import numpy as np
 from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
+from speakerops.core.policy import cm_operating_point
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol
 from speakerops.eval.spoof_eval import cm_scores
-from speakerops.models.cm_fusion import FILENAME, FusedCountermeasure
+from speakerops.models.cm_fusion import FILENAME, RULES, FusedCountermeasure
 from speakerops.models.countermeasure import Countermeasure
 
 
@@ -36,22 +45,53 @@ def fit_weights(scores: np.ndarray, labels: np.ndarray, c: float) -> tuple[list[
     return [float(w) for w in lr.coef_[0]], float(lr.intercept_[0])
 
 
+def robust_scale(scores: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per column of ``[N, n_members]`` bona fide scores: median and 1.4826 × MAD (the standard
+    deviation where that is 0, else 1): the ``any`` rule's ``loc`` and ``1 / weights``."""
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"spoof fuse rule=any: needs two or more bona fide items, got {len(x)}")
+    loc = np.median(x, axis=0)
+    scale = 1.4826 * np.median(np.abs(x - loc), axis=0)
+    std = x.std(axis=0)
+    scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+    return [float(v) for v in loc], [float(v) for v in scale]
+
+
 def fuse(
     cfg: DictConfig, member_paths: Sequence[str | Path], out: str | Path | None = None
 ) -> dict:
     """Fit and write the fused CM (module doc); returns its summary."""
     if len(member_paths) < 2:
         raise ValueError(f"spoof fuse: members={list(member_paths)}: give two or more countermeasure files")  # fmt: skip
+    rule = str(cfg.spoof.fuse.rule)
+    if rule not in RULES:
+        raise ValueError(f"spoof.fuse.rule={rule!r}: expected one of {list(RULES)}")
+    split = cfg.spoof.fuse.split or cm_operating_point(cfg.register.policy).get("split", "calibration")  # fmt: skip
     spoof_dir = Path(cfg.spoof.out_dir)
-    cal, cal_sha = read_cm_protocol(spoof_dir / "cm_calibration.csv")
+    lst = spoof_dir / f"cm_{split}.csv"
+    if not lst.is_file():
+        raise FileNotFoundError(
+            f"{lst}: not found (spoof fuse fits on split {split!r}); run `speakerops spoof "
+            "prepare` (spoof.deployment_per_speaker > 0 for the deployment list)"
+        )
+    cal, cal_sha = read_cm_protocol(lst)
     ev, _ = read_cm_protocol(spoof_dir / "cm_eval.csv")
     seen = sorted(set(cal["attack"]) - {BONAFIDE})
     leaked = sorted(set(seen) & (set(ev["attack"]) - {BONAFIDE}))
     if leaked:
         raise ValueError(
-            f"{spoof_dir}/cm_calibration.csv holds eval attacks {leaked}: the fusion would see "
+            f"{lst} holds eval attacks {leaked}: the fusion would see "
             "the unseen attacks; re-run `speakerops spoof prepare` (attack-disjoint splits)"
         )
+    if rule == "sum" and not seen:
+        raise ValueError(
+            f"spoof fuse: {lst} holds no spoofed items, and spoof.fuse.rule=sum fits a "
+            "logistic regression of bona fide vs spoofed: use spoof.fuse.rule=any, or "
+            "spoof.fuse.split=calibration"
+        )
+    if rule == "any":
+        cal = cal[cal["label"].astype(bool)]
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")
     paths = manifest.loc[sorted(set(cal["utt_id"])), "path"].to_dict()
     members = [Countermeasure.load(p) for p in member_paths]
@@ -63,14 +103,27 @@ def fuse(
     ok = [u for u in cal["utt_id"] if all(u in s for s in per_member)]
     cal = cal.set_index("utt_id").loc[ok]
     x = np.array([[s[u] for s in per_member] for u in ok])
-    weights, bias = fit_weights(x, cal["label"].to_numpy(), cfg.spoof.fuse.C)
-    fit = {"split": "calibration", "cm_calibration_sha256": cal_sha, "attacks": seen,
+    fit = {"rule": rule, "split": split, f"cm_{split}_sha256": cal_sha, "attacks": seen,
            "n_bonafide": int(cal["label"].sum()), "n_spoof": int((~cal["label"].astype(bool)).sum()),
-           "C": float(cfg.spoof.fuse.C), "members": [str(p) for p in member_paths]}  # fmt: skip
+           "members": [str(p) for p in member_paths]}  # fmt: skip
+    loc = None
+    if rule == "any":
+        if len(x) < 2:
+            raise ValueError(
+                f"spoof fuse: {lst}: {len(x)} bona fide item(s) every member could score; rule "
+                "any needs two or more (raise spoof.deployment_per_speaker or speakers, or fit "
+                "on spoof.fuse.split=calibration)"
+            )
+        loc, scale = robust_scale(x)
+        weights, bias = [1.0 / v for v in scale], 0.0
+        fit["scale"] = scale
+    else:
+        weights, bias = fit_weights(x, cal["label"].to_numpy(), cfg.spoof.fuse.C)
+        fit["C"] = float(cfg.spoof.fuse.C)
     fused = FusedCountermeasure(
-        members, weights, bias, [Path(p) for p in member_paths], {"fit": fit}
+        members, weights, bias, [Path(p) for p in member_paths], {"fit": fit}, rule, loc
     )
     out = Path(out or Path(cfg.spoof.fuse.out_dir) / FILENAME)
     fused.save(out)
-    return {"file": str(out), "weights": weights, "bias": bias, "fit": fit,
-            "failures": [{"utt_id": u, "reason": r} for u, r in failures]}  # fmt: skip
+    return {"file": str(out), "rule": rule, "weights": weights, "bias": bias, "loc": loc,
+            "fit": fit, "failures": [{"utt_id": u, "reason": r} for u, r in failures]}  # fmt: skip

@@ -2,17 +2,27 @@
 
 A fused CM file is JSON (``*.json``, no pickle) with its sha256 sidecar (``<file>.sha256``)::
 
-    {"task": "countermeasure_fusion",
+    {"task": "countermeasure_fusion", "rule": "sum" | "any",
      "members": [{"file": "member0.safetensors", "sha256": "..."}, ...],
-     "weights": [w0, w1, ...], "bias": b, "extras": {"fit": {...}, "operating_point": {...}}}
+     "weights": [w0, w1, ...], "bias": b, "loc": [l0, l1, ...],
+     "extras": {"fit": {...}, "operating_point": {...}}}
 
-Its score is ``b + sum_i w_i * s_i`` with ``s_i`` member i's bona fide logit; the weights are a
-logistic regression fit on the calibration split (seen attacks only:
-:func:`speakerops.eval.cm_fusion_fit.fuse`). Members are countermeasure files in the fused file's
-own folder (``file`` is a bare name), each checked against the listed sha256 before it is
-loaded: a member whose bytes changed is refused. :meth:`Countermeasure.load` dispatches here
-for a ``.json`` path, so `spoof evaluate`, `spoof register`, the gate and `serve.countermeasure`
-take a fused file as they take a single one; the operating point is the fused score's.
+Two rules, with ``s_i`` member i's bona fide logit:
+
+* ``sum`` (a file without ``rule`` is one): ``b + sum_i w_i * s_i``, the weights a logistic
+  regression fit on the calibration split (seen attacks only);
+* ``any``: ``min_i w_i * (s_i - l_i)``, each member's score standardised by the median
+  ``l_i`` and ``1 / w_i`` (1.4826 × the median absolute deviation) of its bona fide scores on
+  the fit's split; under a threshold ``t`` the test is spoof-suspected as soon as *one* member
+  scores under its own threshold ``l_i + t / w_i`` (an either-flags cascade: members that
+  catch different attacks add up, where a weighted sum can let one drown the other).
+
+Both fits: :func:`speakerops.eval.cm_fusion_fit.fuse`. Members are countermeasure files in the
+fused file's own folder (``file`` is a bare name), each checked against the listed sha256
+before it is loaded: a member whose bytes changed is refused. :meth:`Countermeasure.load`
+dispatches here for a ``.json`` path, so `spoof evaluate`, `spoof register`, the gate and
+`serve.countermeasure` take a fused file as they take a single one; the operating point is the
+fused score's.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from speakerops.models.cm_decision import CountermeasureDecision
 
 TASK = "countermeasure_fusion"
 FILENAME = "countermeasure_fused.json"
+RULES = ("sum", "any")
 
 
 def is_fused(path: str | Path) -> bool:
@@ -60,11 +71,20 @@ class FusedCountermeasure(CountermeasureDecision):
         bias: float,
         member_paths: list[Path],
         extras: dict[str, Any] | None = None,
+        rule: str = "sum",
+        loc: list[float] | None = None,
     ) -> None:
         if not members or len(members) != len(weights) or len(members) != len(member_paths):
             raise ValueError(
                 f"fused countermeasure: {len(members)} members, {len(weights)} weights, "
                 f"{len(member_paths)} files: need one weight and one file per member (>= 1)"
+            )
+        if rule not in RULES:
+            raise ValueError(f"fused countermeasure: rule {rule!r}: expected one of {list(RULES)}")  # fmt: skip
+        if rule == "any" and (loc is None or len(loc) != len(members) or min(weights) <= 0):
+            raise ValueError(
+                f"fused countermeasure: rule any needs one location per member and positive "
+                f"weights (got loc {loc!r}, weights {list(weights)!r})"
             )
         rates = {m.sample_rate for m in members}
         if len(rates) != 1:
@@ -72,6 +92,8 @@ class FusedCountermeasure(CountermeasureDecision):
         self.members = members
         self.weights = [float(w) for w in weights]
         self.bias = float(bias)
+        self.rule = rule
+        self.loc = [float(v) for v in loc] if loc is not None else None
         self.member_paths = [Path(p) for p in member_paths]
         self.member_sha256 = [sha256_file(p) for p in self.member_paths]
         self.extras: dict[str, Any] = dict(extras or {})
@@ -85,8 +107,10 @@ class FusedCountermeasure(CountermeasureDecision):
         return max(int(m.min_samples) for m in self.members)
 
     def fuse_scores(self, member_scores: np.ndarray) -> np.ndarray:
-        """``[N, n_members]`` member logits → ``[N]`` fused scores."""
+        """``[N, n_members]`` member logits → ``[N]`` fused scores (the rule's, module doc)."""
         s = np.asarray(member_scores, dtype=float)
+        if self.rule == "any":
+            return np.min((s - np.asarray(self.loc)) * np.asarray(self.weights), axis=1)
         return self.bias + s @ np.asarray(self.weights)
 
     def member_scores(self, wav: np.ndarray | torch.Tensor) -> list[float]:
@@ -127,8 +151,10 @@ class FusedCountermeasure(CountermeasureDecision):
                 shutil.copyfile(src, dst)
             encoder_file.sidecar(dst).write_text(f"{sha}  {dst.name}\n")
             members.append({"file": dst.name, "sha256": sha})
-        body = {"task": TASK, "members": members, "weights": self.weights, "bias": self.bias,
-                "extras": self.extras}  # fmt: skip
+        body = {"task": TASK, "rule": self.rule, "members": members, "weights": self.weights,
+                "bias": self.bias, "extras": self.extras}  # fmt: skip
+        if self.loc is not None:
+            body["loc"] = self.loc
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(body, indent=2, default=float))
         tmp.replace(path)
@@ -159,7 +185,16 @@ class FusedCountermeasure(CountermeasureDecision):
                 raise ValueError(f"{path}: members[{i}] {name} does not match its listed sha256 {sha} (refused)")  # fmt: skip
             members.append(Countermeasure.load(member, sha))
             paths.append(member)
-        weights = body.get("weights")
-        if not isinstance(weights, list) or not all(np.isfinite(w) for w in weights):
-            raise ValueError(f"{path}: weights must be a list of finite numbers, got {weights!r}")
-        return cls(members, weights, float(body.get("bias", 0.0)), paths, body.get("extras")).eval()
+        weights, loc = body.get("weights"), body.get("loc")
+        for key, v in (("weights", weights), ("loc", loc)):
+            if (v is not None or key == "weights") and not _finite_list(v):
+                raise ValueError(f"{path}: {key} must be a list of finite numbers, got {v!r}")
+        rule = str(body.get("rule", "sum"))
+        return cls(members, weights, float(body.get("bias", 0.0)), paths, body.get("extras"),
+                   rule, loc).eval()  # fmt: skip
+
+
+def _finite_list(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v
+    )
