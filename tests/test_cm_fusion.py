@@ -22,7 +22,8 @@ from speakerops.data.audio import load_audio
 from speakerops.data.spoof.prepare import spoof_prepare
 from speakerops.eval.cm_fusion_fit import fit_weights, robust_scale
 from speakerops.eval.spoof_eval import cm_scores
-from speakerops.models.cm_fusion import FusedCountermeasure
+from speakerops.eval.spoof_metrics import cm_threshold
+from speakerops.models.cm_fusion import FusedCountermeasure, log_cdf
 from speakerops.models.countermeasure import Countermeasure
 from speakerops.models.encoder import SpeakerEncoder
 from speakerops.models.features import FeatureConfig
@@ -190,6 +191,63 @@ def test_rule_any_flags_when_one_member_is_under_its_own_threshold(tmp_path: Pat
             FusedCountermeasure.load(out, sha256_file(out))
 
 
+def test_log_cdf_is_the_empirical_cdf_with_continuous_tails() -> None:
+    ref = [-1.0, 0.0, 0.0, 2.0]  # positions 1/8, 3/8, 5/8, 7/8; the tie at 0 takes their mean
+    u, p = np.array([-1.0, 0.0, 2.0]), np.array([1 / 8, 4 / 8, 7 / 8])
+    inside = np.array([-1.0, -0.5, 0.0, 1.0, 2.0])
+    assert log_cdf(inside, ref, 0.5) == pytest.approx(np.log(np.interp(inside, u, p)))
+    # beyond the scores seen: exponential tails of the given scale, continuous at the ends
+    assert log_cdf(np.array([-3.0]), ref, 0.5)[0] == pytest.approx(np.log(1 / 8) - 2 / 0.5)
+    assert log_cdf(np.array([3.0]), ref, 0.5)[0] == pytest.approx(np.log(1 - np.exp(-2) / 8))
+    grid = np.linspace(-6.0, 6.0, 2001)
+    v = log_cdf(grid, ref, 0.5)
+    assert np.all(np.diff(v) > 0) and np.all(v < 0)  # strictly increasing, a log-probability
+    assert np.max(np.abs(np.diff(v))) < 0.05  # no jump anywhere, the ends included
+
+
+def test_cdf_standardise_splits_the_rejection_budget_between_members(tmp_path: Path) -> None:
+    """The failure seen on the real split: one member with a long low tail of bona fide scores.
+    In MAD units the union's 10 % rejection goes wholly to it; in CDF units each member takes
+    about its share (two independent members: 1 - (1 - q)^2 = 0.10, q = 5.1 % each)."""
+    paths = _members(tmp_path / "m")
+    members = [Countermeasure.load(p) for p in paths]
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, 400)
+    a[:80] = rng.uniform(-30.0, -10.0, 80)  # member 0: 20 % of bona fide far down
+    x = np.stack([a, rng.normal(0.0, 1.0, 400)], axis=1)
+    loc, scale = robust_scale(x)
+    w = [1.0 / v for v in scale]
+    ref = [sorted(col.tolist()) for col in x.T]
+    share = {}
+    for std in ("mad", "cdf"):
+        fused = FusedCountermeasure(members, w, 0.0, paths, None, "any", loc, std,
+                                    ref if std == "cdf" else None)  # fmt: skip
+        z = fused.fuse_scores(x)
+        t = cm_threshold(z, np.ones(len(z), bool), {"rule": "bonafide_rejection", "rate": 0.1})
+        assert np.mean(z < t) == pytest.approx(0.10, abs=0.005)
+        # member i flags a test when its own term is under the fused threshold
+        terms = (x - loc) * w if std == "mad" else np.stack([log_cdf(x[:, i], ref[i], scale[i]) for i in range(2)], 1)  # fmt: skip
+        assert np.array_equal(z < t, (terms < t).any(axis=1))
+        share[std] = (terms < t).mean(axis=0)
+    assert share["mad"][1] == 0.0 and share["mad"][0] == pytest.approx(0.10, abs=0.005)
+    assert 0.035 <= share["cdf"].min() and share["cdf"].max() <= 0.07
+    # saved and loaded: the same rule, the same scores; bad files refused
+    fused = FusedCountermeasure(members, w, 0.0, paths, None, "any", loc, "cdf", ref)
+    out = fused.save(tmp_path / "cdf" / "countermeasure_fused.json")
+    loaded = Countermeasure.load(out)
+    assert loaded.standardise == "cdf" and loaded.ref == ref
+    assert loaded.fuse_scores(x) == pytest.approx(fused.fuse_scores(x))
+    body = json.loads(out.read_text())
+    for bad, match in (({**body, "ref": [ref[0][::-1], ref[1]]}, "sorted bona fide scores"),
+                       ({**body, "ref": [ref[0]]}, "sorted bona fide scores"),
+                       ({**body, "ref": [[0.0, "x"], ref[1]]}, "ref must be a list of lists"),
+                       ({**body, "rule": "sum"}, "cdf with rule any only"),
+                       ({**body, "standardise": "rank"}, "standardise 'rank'")):  # fmt: skip
+        out.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            FusedCountermeasure.load(out, sha256_file(out))
+
+
 def test_robust_scale_is_median_and_mad() -> None:
     x = np.array([[1.0, 5.0], [2.0, 5.0], [4.0, 5.0], [10.0, 5.0], [3.0, 6.0]])
     loc, scale = robust_scale(x)
@@ -232,6 +290,13 @@ def test_spoof_fuse_any_fits_on_the_deployment_bona_fide(
     assert fused.loc == pytest.approx(med.tolist(), rel=1e-5)
     mad = 1.4826 * np.median(np.abs(s - med), axis=0)
     assert [1 / w for w in fused.weights] == pytest.approx(mad.tolist(), rel=1e-5)
+    # standardise=cdf keeps each member's sorted deployment scores; it needs rule any
+    assert main([*fuse, "spoof.fuse.rule=any", "spoof.fuse.split=deployment", "spoof.fuse.standardise=cdf"]) == 0  # fmt: skip
+    cdf = Countermeasure.load(tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json")
+    assert cdf.standardise == "cdf" and cdf.extras["fit"]["standardise"] == "cdf"
+    assert np.allclose(cdf.ref, np.sort(s, axis=0).T, rtol=1e-5)
+    assert main([*fuse, "spoof.fuse.split=calibration", "spoof.fuse.standardise=cdf"]) != 0
+    assert "cdf only with spoof.fuse.rule=any" in capsys.readouterr().err
     # null split: the policy's operating point's (the default policy's: calibration)
     assert main([*fuse, "spoof.fuse.rule=any"]) == 0
     fit = Countermeasure.load(tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json").extras["fit"]  # fmt: skip

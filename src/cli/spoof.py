@@ -19,7 +19,8 @@ from speakerops.cli.base import Call, _print_json, command
     "registered speaker version (lineage both ways, alias challenger; `promote` then gates and "
     "moves the pair together); fuse: several CMs as one (score-level: spoof.fuse.rule=sum, "
     "logistic weights on the calibration split's seen attacks, or any, spoof-suspected when "
-    "one member is, each standardised on a split's bona fide audio)",
+    "one member is, each standardised on a split's bona fide audio: spoof.fuse.standardise=mad "
+    "in MAD units, or cdf, its empirical CDF, the rejection budget split between members)",
     actions=("prepare", "evaluate", "gate", "register", "fuse"),
     options={
         "candidate": "gate: the candidate pair's spoof_eval.json (default spoof.eval_dir's)",

@@ -276,6 +276,7 @@ RULES: dict[str, Rule] = {
     # countermeasure fusion (conf/spoof/default.yaml)
     "spoof.fuse.rule": choice("sum", "any"),
     "spoof.fuse.split": choice("calibration", "deployment", nullable=True),
+    "spoof.fuse.standardise": choice("mad", "cdf"),
 }
 
 

@@ -11,7 +11,10 @@ operating point's (``calibration``, or ``deployment``: the eval speakers' own bo
   ``sklearn.linear_model.LogisticRegression`` (``spoof.fuse.C``, class-balanced) on the items all
   members could score (it needs spoofed items: not the bona-fide-only deployment list);
 * ``any`` scores the list's bona fide items and standardises each member by their median and
-  1.4826 × median absolute deviation (the standard deviation where that is 0, else 1).
+  1.4826 × median absolute deviation (the standard deviation where that is 0, else 1); with
+  ``spoof.fuse.standardise: cdf`` it also keeps each member's sorted bona fide scores, and the
+  fused score is the lowest of the members' log empirical CDFs (the rejection budget split
+  between the members; MAD units alone give it to the one with the longest low tail).
 
 The fused countermeasure goes to ``spoof.fuse.out_dir`` with its members copied beside it.
 `spoof evaluate cm=<that file>` then chooses its operating threshold on the policy's split, as
@@ -31,7 +34,7 @@ from speakerops.core.policy import cm_operating_point
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol
 from speakerops.eval.spoof_eval import cm_scores
-from speakerops.models.cm_fusion import FILENAME, RULES, FusedCountermeasure
+from speakerops.models.cm_fusion import FILENAME, RULES, STANDARDISE, FusedCountermeasure
 from speakerops.models.countermeasure import Countermeasure
 
 
@@ -67,6 +70,12 @@ def fuse(
     rule = str(cfg.spoof.fuse.rule)
     if rule not in RULES:
         raise ValueError(f"spoof.fuse.rule={rule!r}: expected one of {list(RULES)}")
+    standardise = str(cfg.spoof.fuse.standardise)
+    if standardise not in STANDARDISE or (standardise == "cdf" and rule != "any"):
+        raise ValueError(
+            f"spoof.fuse.standardise={standardise!r} with spoof.fuse.rule={rule}: expected "
+            f"one of {list(STANDARDISE)}, and cdf only with spoof.fuse.rule=any"
+        )
     split = cfg.spoof.fuse.split or cm_operating_point(cfg.register.policy).get("split", "calibration")  # fmt: skip
     spoof_dir = Path(cfg.spoof.out_dir)
     lst = spoof_dir / f"cm_{split}.csv"
@@ -106,7 +115,7 @@ def fuse(
     fit = {"rule": rule, "split": split, f"cm_{split}_sha256": cal_sha, "attacks": seen,
            "n_bonafide": int(cal["label"].sum()), "n_spoof": int((~cal["label"].astype(bool)).sum()),
            "members": [str(p) for p in member_paths]}  # fmt: skip
-    loc = None
+    loc = ref = None
     if rule == "any":
         if len(x) < 2:
             raise ValueError(
@@ -116,12 +125,22 @@ def fuse(
             )
         loc, scale = robust_scale(x)
         weights, bias = [1.0 / v for v in scale], 0.0
-        fit["scale"] = scale
+        fit["scale"], fit["standardise"] = scale, standardise
+        if standardise == "cdf":
+            ref = [sorted(float(v) for v in col) for col in x.T]
     else:
         weights, bias = fit_weights(x, cal["label"].to_numpy(), cfg.spoof.fuse.C)
         fit["C"] = float(cfg.spoof.fuse.C)
     fused = FusedCountermeasure(
-        members, weights, bias, [Path(p) for p in member_paths], {"fit": fit}, rule, loc
+        members,
+        weights,
+        bias,
+        [Path(p) for p in member_paths],
+        {"fit": fit},
+        rule,
+        loc,
+        standardise,
+        ref,
     )
     out = Path(out or Path(cfg.spoof.fuse.out_dir) / FILENAME)
     fused.save(out)

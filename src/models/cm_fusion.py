@@ -5,6 +5,7 @@ A fused CM file is JSON (``*.json``, no pickle) with its sha256 sidecar (``<file
     {"task": "countermeasure_fusion", "rule": "sum" | "any",
      "members": [{"file": "member0.safetensors", "sha256": "..."}, ...],
      "weights": [w0, w1, ...], "bias": b, "loc": [l0, l1, ...],
+     "standardise": "mad" | "cdf", "ref": [[r00, r01, ...], ...],
      "extras": {"fit": {...}, "operating_point": {...}}}
 
 Two rules, with ``s_i`` member i's bona fide logit:
@@ -16,6 +17,12 @@ Two rules, with ``s_i`` member i's bona fide logit:
   the fit's split; under a threshold ``t`` the test is spoof-suspected as soon as *one* member
   scores under its own threshold ``l_i + t / w_i`` (an either-flags cascade: members that
   catch different attacks add up, where a weighted sum can let one drown the other).
+  With ``standardise: cdf`` each member's score is instead mapped to ``log F_i(s_i)``, ``F_i``
+  the empirical distribution of its bona fide scores on the fit's split (``ref``, sorted;
+  plotting positions ``(k - 1/2) / n``, linear between them, exponential tails of scale
+  ``1 / w_i`` beyond them): the fused threshold then rejects about the same share of bona fide
+  audio through each member (a rejection budget ``r`` split as ``~r / n`` each), where MAD units
+  give it all to the member with the longest low tail.
 
 Both fits: :func:`speakerops.eval.cm_fusion_fit.fuse`. Members are countermeasure files in the
 fused file's own folder (``file`` is a bare name), each checked against the listed sha256
@@ -42,6 +49,21 @@ from speakerops.models.cm_decision import CountermeasureDecision
 TASK = "countermeasure_fusion"
 FILENAME = "countermeasure_fused.json"
 RULES = ("sum", "any")
+STANDARDISE = ("mad", "cdf")
+
+
+def log_cdf(s: np.ndarray, ref: list[float], scale: float) -> np.ndarray:
+    """``log F(s)``, ``F`` the empirical CDF of the sorted bona fide scores ``ref`` (module doc):
+    continuous and strictly increasing in ``s``, also beyond the scores seen."""
+    s = np.asarray(s, dtype=float)
+    u, inv = np.unique(np.asarray(ref, dtype=float), return_inverse=True)
+    p = np.bincount(inv, weights=(np.arange(len(ref)) + 0.5) / len(ref)) / np.bincount(inv)
+    lo, hi = p[0], p[-1]
+    out = np.log(np.interp(s, u, p))
+    below, above = s < u[0], s > u[-1]
+    out[below] = np.log(lo) + (s[below] - u[0]) / scale
+    out[above] = np.log1p(-(1.0 - hi) * np.exp(-(s[above] - u[-1]) / scale))
+    return out
 
 
 def is_fused(path: str | Path) -> bool:
@@ -73,6 +95,8 @@ class FusedCountermeasure(CountermeasureDecision):
         extras: dict[str, Any] | None = None,
         rule: str = "sum",
         loc: list[float] | None = None,
+        standardise: str = "mad",
+        ref: list[list[float]] | None = None,
     ) -> None:
         if not members or len(members) != len(weights) or len(members) != len(member_paths):
             raise ValueError(
@@ -86,6 +110,20 @@ class FusedCountermeasure(CountermeasureDecision):
                 f"fused countermeasure: rule any needs one location per member and positive "
                 f"weights (got loc {loc!r}, weights {list(weights)!r})"
             )
+        if standardise not in STANDARDISE or (standardise == "cdf" and rule != "any"):
+            raise ValueError(
+                f"fused countermeasure: standardise {standardise!r}: expected one of "
+                f"{list(STANDARDISE)} (cdf with rule any only)"
+            )
+        if standardise == "cdf" and (
+            ref is None
+            or len(ref) != len(members)
+            or any(len(r) < 2 or list(r) != sorted(r) for r in ref)
+        ):
+            raise ValueError(
+                "fused countermeasure: standardise cdf needs, per member, its sorted bona fide "
+                f"scores (two or more): got {None if ref is None else [len(r) for r in ref]}"
+            )
         rates = {m.sample_rate for m in members}
         if len(rates) != 1:
             raise ValueError(f"fused countermeasure: members' sample rates differ {sorted(rates)}")  # fmt: skip
@@ -94,6 +132,8 @@ class FusedCountermeasure(CountermeasureDecision):
         self.bias = float(bias)
         self.rule = rule
         self.loc = [float(v) for v in loc] if loc is not None else None
+        self.standardise = standardise
+        self.ref = [[float(v) for v in r] for r in ref] if standardise == "cdf" else None
         self.member_paths = [Path(p) for p in member_paths]
         self.member_sha256 = [sha256_file(p) for p in self.member_paths]
         self.extras: dict[str, Any] = dict(extras or {})
@@ -109,6 +149,9 @@ class FusedCountermeasure(CountermeasureDecision):
     def fuse_scores(self, member_scores: np.ndarray) -> np.ndarray:
         """``[N, n_members]`` member logits → ``[N]`` fused scores (the rule's, module doc)."""
         s = np.asarray(member_scores, dtype=float)
+        if self.rule == "any" and self.ref is not None:
+            cols = [log_cdf(s[:, i], r, 1.0 / w) for i, (r, w) in enumerate(zip(self.ref, self.weights, strict=True))]  # fmt: skip
+            return np.min(np.stack(cols, axis=1), axis=1)
         if self.rule == "any":
             return np.min((s - np.asarray(self.loc)) * np.asarray(self.weights), axis=1)
         return self.bias + s @ np.asarray(self.weights)
@@ -155,6 +198,8 @@ class FusedCountermeasure(CountermeasureDecision):
                 "bias": self.bias, "extras": self.extras}  # fmt: skip
         if self.loc is not None:
             body["loc"] = self.loc
+        if self.ref is not None:
+            body["standardise"], body["ref"] = self.standardise, self.ref
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(body, indent=2, default=float))
         tmp.replace(path)
@@ -185,13 +230,15 @@ class FusedCountermeasure(CountermeasureDecision):
                 raise ValueError(f"{path}: members[{i}] {name} does not match its listed sha256 {sha} (refused)")  # fmt: skip
             members.append(Countermeasure.load(member, sha))
             paths.append(member)
-        weights, loc = body.get("weights"), body.get("loc")
+        weights, loc, ref = body.get("weights"), body.get("loc"), body.get("ref")
         for key, v in (("weights", weights), ("loc", loc)):
             if (v is not None or key == "weights") and not _finite_list(v):
                 raise ValueError(f"{path}: {key} must be a list of finite numbers, got {v!r}")
-        rule = str(body.get("rule", "sum"))
+        if ref is not None and not (isinstance(ref, list) and all(_finite_list(r) for r in ref)):
+            raise ValueError(f"{path}: ref must be a list of lists of finite numbers, got {ref!r}")
+        rule, std = str(body.get("rule", "sum")), str(body.get("standardise", "mad"))
         return cls(members, weights, float(body.get("bias", 0.0)), paths, body.get("extras"),
-                   rule, loc).eval()  # fmt: skip
+                   rule, loc, std, ref).eval()  # fmt: skip
 
 
 def _finite_list(v: Any) -> bool:
