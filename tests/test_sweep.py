@@ -19,9 +19,11 @@ MICRO = [
     "model.attention_channels=8",
 ]
 
-# The search space spans a learning rate at which AdamW diverges (1e3): that trial, enqueued
-# third, starts only after a worker has completed its first trial, so the median pruner
-# (n_startup_trials=1) has a completed trial to compare with and prunes the NaN it reports.
+# The search space spans a learning rate at which AdamW diverges on every CPU (1e30: one step
+# moves the weights by ~1e30, so the next forward pass overflows float32; 1e3 diverged on one
+# machine and trained to a finite EER on another): that trial, enqueued third, starts only
+# after a worker has completed its first trial, so the median pruner (n_startup_trials=1) has a
+# completed trial to compare with and prunes the NaN it reports.
 # The fourth trial is drawn by TPE (random start-up, seeded per worker).
 MICRO_SEARCH = search_preset(
     "micro",
@@ -29,12 +31,12 @@ MICRO_SEARCH = search_preset(
     n_trials=4,
     space="""\
   params:
-    optim.lr: {type: float, low: 1.0e-4, high: 1.0e3, log: true}
+    optim.lr: {type: float, low: 1.0e-4, high: 1.0e30, log: true}
     model.channels: {type: categorical, choices: [16, 24]}
   enqueue:
     - {optim.lr: 0.002, model.channels: 16}
     - {optim.lr: 0.01, model.channels: 24}
-    - {optim.lr: 1000.0, model.channels: 16}
+    - {optim.lr: 1.0e30, model.channels: 16}
 """,
 )
 
@@ -72,7 +74,7 @@ def test_two_workers_share_one_study_and_prune(swept) -> None:
     assert TrialState.RUNNING not in states.values() and TrialState.WAITING not in states.values()
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned and summary["pruned"] == len(pruned) >= 1
-    diverging = next(t for t in trials if t.params["optim.lr"] == 1000.0)
+    diverging = next(t for t in trials if t.params["optim.lr"] == 1e30)
     assert diverging.state == TrialState.PRUNED, diverging.user_attrs
     # stopped in its first epoch, not trained to the end
     assert diverging.user_attrs["stopped"].startswith("pruned at epoch 0"), diverging.user_attrs
@@ -203,7 +205,7 @@ def test_min_dcf_objective(swept) -> None:
             "sweep.metric=val_min_dcf_0.5",
             "sweep.n_jobs=1",
             "sweep.n_trials=1",
-            "~sweep.enqueue",
+            "sweep.enqueue=[{optim.lr:0.002,model.channels:16}]",  # not a diverging draw
             "trainer.max_epochs=1",
             "mlflow.experiment=dcf",
         ]
