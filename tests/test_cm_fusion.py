@@ -241,8 +241,8 @@ def test_cdf_standardise_splits_the_rejection_budget_between_members(tmp_path: P
     for bad, match in (({**body, "ref": [ref[0][::-1], ref[1]]}, "sorted bona fide scores"),
                        ({**body, "ref": [ref[0]]}, "sorted bona fide scores"),
                        ({**body, "ref": [[0.0, "x"], ref[1]]}, "ref must be a list of lists"),
-                       ({**body, "rule": "sum"}, "cdf with rule any only"),
-                       ({**body, "standardise": "rank"}, "standardise 'rank'")):  # fmt: skip
+                       ({**body, "rule": "sum"}, "cdf only with rule=any"),
+                       ({**body, "standardise": "rank"}, "standardise='rank'")):  # fmt: skip
         out.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=match):
             FusedCountermeasure.load(out, sha256_file(out))

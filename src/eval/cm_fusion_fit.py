@@ -34,7 +34,7 @@ from speakerops.core.policy import cm_operating_point
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol
 from speakerops.eval.spoof_eval import cm_scores
-from speakerops.models.cm_fusion import FILENAME, RULES, STANDARDISE, FusedCountermeasure
+from speakerops.models.cm_fusion import FILENAME, RULES, FusedCountermeasure, check_standardise
 from speakerops.models.countermeasure import Countermeasure
 
 
@@ -71,11 +71,7 @@ def fuse(
     if rule not in RULES:
         raise ValueError(f"spoof.fuse.rule={rule!r}: expected one of {list(RULES)}")
     standardise = str(cfg.spoof.fuse.standardise)
-    if standardise not in STANDARDISE or (standardise == "cdf" and rule != "any"):
-        raise ValueError(
-            f"spoof.fuse.standardise={standardise!r} with spoof.fuse.rule={rule}: expected "
-            f"one of {list(STANDARDISE)}, and cdf only with spoof.fuse.rule=any"
-        )
+    check_standardise(rule, standardise, "spoof.fuse.")  # before any member scores a file
     split = cfg.spoof.fuse.split or cm_operating_point(cfg.register.policy).get("split", "calibration")  # fmt: skip
     spoof_dir = Path(cfg.spoof.out_dir)
     lst = spoof_dir / f"cm_{split}.csv"

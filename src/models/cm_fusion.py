@@ -52,6 +52,15 @@ RULES = ("sum", "any")
 STANDARDISE = ("mad", "cdf")
 
 
+def check_standardise(rule: str, standardise: str, prefix: str = "") -> None:
+    """Refuse a standardisation the rule cannot take (``prefix`` names the config keys)."""
+    if standardise not in STANDARDISE or (standardise == "cdf" and rule != "any"):
+        raise ValueError(
+            f"fused countermeasure: {prefix}standardise={standardise!r} with {prefix}rule="
+            f"{rule}: expected one of {list(STANDARDISE)}, and cdf only with {prefix}rule=any"
+        )
+
+
 def log_cdf(s: np.ndarray, ref: list[float], scale: float) -> np.ndarray:
     """``log F(s)``, ``F`` the empirical CDF of the sorted bona fide scores ``ref`` (module doc):
     continuous and strictly increasing in ``s``, also beyond the scores seen."""
@@ -110,11 +119,7 @@ class FusedCountermeasure(CountermeasureDecision):
                 f"fused countermeasure: rule any needs one location per member and positive "
                 f"weights (got loc {loc!r}, weights {list(weights)!r})"
             )
-        if standardise not in STANDARDISE or (standardise == "cdf" and rule != "any"):
-            raise ValueError(
-                f"fused countermeasure: standardise {standardise!r}: expected one of "
-                f"{list(STANDARDISE)} (cdf with rule any only)"
-            )
+        check_standardise(rule, standardise)
         if standardise == "cdf" and (
             ref is None
             or len(ref) != len(members)
@@ -149,7 +154,7 @@ class FusedCountermeasure(CountermeasureDecision):
     def fuse_scores(self, member_scores: np.ndarray) -> np.ndarray:
         """``[N, n_members]`` member logits → ``[N]`` fused scores (the rule's, module doc)."""
         s = np.asarray(member_scores, dtype=float)
-        if self.rule == "any" and self.ref is not None:
+        if self.ref is not None:  # rule any in CDF units
             cols = [log_cdf(s[:, i], r, 1.0 / w) for i, (r, w) in enumerate(zip(self.ref, self.weights, strict=True))]  # fmt: skip
             return np.min(np.stack(cols, axis=1), axis=1)
         if self.rule == "any":
