@@ -105,6 +105,12 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     assert main(argv) == 0
     report = json.loads((tmp_path / "artifacts" / "spoof_eval" / "spoof_eval.json").read_text())
     assert set(report["cm"]["eer_per_attack"]) == {"A03", "A05", "A06"}  # the unseen attacks only
+    # the figures beside the numbers: CM DET per unseen attack, CM score histograms with the
+    # threshold, SASV DET of the speaker model alone vs the pair; real PNGs in spoof.eval_dir
+    assert set(report["figures"]) == {"cm_det", "cm_scores", "sasv_det"}
+    for png in map(Path, report["figures"].values()):
+        assert png.resolve().parent == (tmp_path / "artifacts" / "spoof_eval").resolve()
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     for iv in (report["cm"]["eer_unseen"], report["cm"]["min_t_dcf"], report["pair"]["sasv_eer"]):
         assert iv["low"] <= iv["high"] and iv["value"] is not None
     assert (

@@ -23,7 +23,7 @@ from scipy.stats import norm  # noqa: E402
 from speakerops.eval.metrics import act_dcf, bayes_threshold, det_curve, eer, min_dcf  # noqa: E402
 
 _TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95, 0.99]
-_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -39,11 +39,15 @@ def det_plot(
     path: str | Path,
     title: str = "DET curve",
     operating_points: Mapping[str, tuple[np.ndarray | None, float]] | None = None,
+    axes: tuple[str, str] = ("False match rate, FMR", "False non-match rate, FNMR"),
 ) -> Path:
     """DET curves (FNMR vs FMR on normal-deviate axes) of named (scores, labels) systems.
 
     ``operating_points``: name -> (LLRs, θ) marks where each system operates at the shipped
-    threshold (accept iff llr >= θ)."""
+    threshold (accept iff llr >= θ). ``axes``: the (x, y) rates' names, each "long, short"
+    (labels True are the class accepted: for a countermeasure bona fide, x its spoofs
+    accepted)."""
+    short = [a.rsplit(", ", 1)[-1] for a in axes]
     fig, ax = plt.subplots(figsize=(6, 6))
     clip = (5e-4, 0.995)
     for i, (name, (scores, labels)) in enumerate(systems.items()):
@@ -68,7 +72,8 @@ def det_plot(
                 color=color,
                 markersize=8,
                 markeredgecolor="black",
-                label=f"{name} at θ={theta:.2f}: FMR {100 * p_fa:.2f} %, FNMR {100 * p_miss:.2f} %",
+                label=f"{name} at θ={theta:.2f}: {short[0]} {100 * p_fa:.2f} %, "
+                f"{short[1]} {100 * p_miss:.2f} %",
             )
     ticks = norm.ppf(_TICKS)
     labels = [f"{100 * t:g}" for t in _TICKS]
@@ -78,11 +83,31 @@ def det_plot(
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.plot([lo, hi], [lo, hi], color="0.8", lw=0.8, ls="--")
-    ax.set_xlabel("False match rate, FMR (%)")
-    ax.set_ylabel("False non-match rate, FNMR (%)")
+    ax.set_xlabel(f"{axes[0]} (%)")
+    ax.set_ylabel(f"{axes[1]} (%)")
     ax.set_title(title)
     ax.grid(True, color="0.9")
     ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def score_histogram_plot(
+    groups: Mapping[str, np.ndarray], threshold: float, path: str | Path, title: str, xlabel: str
+) -> Path:
+    """Overlaid score histograms of named groups (shared bins) with the decision threshold."""
+    finite = {k: np.asarray(v, dtype=float)[np.isfinite(v)] for k, v in groups.items() if len(v)}
+    values = np.concatenate([*finite.values(), [threshold]])
+    bins = np.linspace(values.min(), values.max(), 41) if np.ptp(values) > 0 else 10
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, v) in enumerate(finite.items()):
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, color=_COLORS[i % len(_COLORS)],
+                density=True, label=f"{name} (n={len(v)})")  # fmt: skip
+    ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -20,8 +20,9 @@ the claimed / enrolled speakers; `evaluate.bootstrap`):
   speakers that no test item uses: a deployment's own audio, where the calibration split is
   another corpus's speech).
 
-Writes `spoof_eval.json` and the countermeasure with that operating point inside
-(`countermeasure.safetensors` + sidecar, the file `serve.countermeasure` loads) in
+Writes `spoof_eval.json`, the countermeasure with that operating point inside
+(`countermeasure.safetensors` + sidecar, the file `serve.countermeasure` loads) and the
+figures (:func:`spoof_figures`: `cm_det.png`, `cm_scores.png`, `sasv_det.png`) in
 `spoof.eval_dir`; items the CM or the encoder cannot score are
 listed there (`failures`) and their trials left out, nothing silently.
 
@@ -47,6 +48,7 @@ from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol, read_sasv_trials
 from speakerops.eval.bootstrap import paired_bootstrap, speaker_bootstrap
 from speakerops.eval.embed import embed_files
+from speakerops.eval.plots import det_plot, score_histogram_plot
 from speakerops.eval.scoring import cosine_scores
 from speakerops.eval.spoof_metrics import (
     asv_operating_point,
@@ -94,6 +96,7 @@ class PairScores:
     )  # SASV trials both could score (list row index), `asv`, `cm`, `enroll_speaker`
     failures: list[tuple[str, str]] = field(default_factory=list)
     threshold_split: str = "calibration"  # the list the threshold was set on (the rule's split)
+    threshold_items: pd.DataFrame | None = None  # that list's rows the CM scored, with `score`
 
     @property
     def pair(self) -> np.ndarray:
@@ -119,8 +122,8 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecis
 
     needed = sorted(set(cal["utt_id"]) | set(ev["utt_id"]))
     scores, failures = cm_scores(cm, manifest.loc[needed, "path"].to_dict())
-    cal = cal[cal["utt_id"].isin(scores)]
-    threshold = cm_threshold([scores[u] for u in cal["utt_id"]], cal["label"], rule)
+    cal = cal[cal["utt_id"].isin(scores)].assign(score=lambda d: [scores[u] for u in d["utt_id"]])
+    threshold = cm_threshold(cal["score"].tolist(), cal["label"], rule)
     ev = ev[ev["utt_id"].isin(scores)].assign(score=lambda d: [scores[u] for u in d["utt_id"]])
 
     utts = sorted(set(trials["enroll"]) | set(trials["test"]))
@@ -136,7 +139,7 @@ def score_pair(cfg: DictConfig, encoder: SpeakerEncoder, cm: CountermeasureDecis
         enroll_speaker=manifest.loc[trials["enroll"], "speaker"].to_numpy(),
     )
     hashes = {f"cm_{split}": cal_sha, "cm_eval": ev_sha, "sasv_trials_eval": trials_sha}
-    return PairScores(hashes, float(threshold), ev, trials, failures, split)
+    return PairScores(hashes, float(threshold), ev, trials, failures, split, cal)
 
 
 def _boot(cfg: DictConfig) -> tuple[int, float, int]:
@@ -252,6 +255,29 @@ def paired_difference(cfg: DictConfig, first: PairScores, second: PairScores) ->
     }
 
 
+def spoof_figures(ps: PairScores, out: Path) -> dict[str, str]:
+    """PNGs beside `spoof_eval.json`: the CM's DET per unseen attack and its score histograms
+    with the operating threshold, and the SASV DET of the speaker model alone vs the pair."""
+    ev, theta = ps.cm_eval, ps.cm_threshold
+    s, y = ev["score"].to_numpy(), ev["label"].to_numpy().astype(bool)
+    systems = {"unseen, pooled": (s, y)} | {f"bona fide vs {a}": (s[k], y[k]) for a, k in _attacks(ev).items()}  # fmt: skip
+    rates = ("CM false acceptance (spoof accepted), P_fa", "CM miss (bona fide rejected), P_miss")
+    figures = {"cm_det": det_plot(systems, out / "cm_det.png", "Countermeasure DET, unseen attacks",
+                                  {n: (v[0], theta) for n, v in systems.items()}, rates)}  # fmt: skip
+    bona = ev["attack"] == BONAFIDE
+    groups = {"bona fide (eval)": ev.loc[bona, "score"].to_numpy()}
+    if ps.threshold_items is not None:
+        cal = ps.threshold_items[ps.threshold_items["label"].astype(bool)]
+        groups[f"bona fide ({ps.threshold_split}: sets the threshold)"] = cal["score"].to_numpy()
+    groups |= {f"{a} (unseen)": g["score"].to_numpy() for a, g in ev[~bona].groupby("attack")}
+    figures["cm_scores"] = score_histogram_plot(groups, theta, out / "cm_scores.png",
+                                                "Countermeasure scores", "CM score (bona fide logit)")  # fmt: skip
+    target = (ps.trials["kind"] == "target").to_numpy()
+    sasv = {"speaker model alone": (ps.trials["asv"].to_numpy(), target), "pair (CM cascade)": (ps.pair, target)}  # fmt: skip
+    figures["sasv_det"] = det_plot(sasv, out / "sasv_det.png", "SASV DET: targets vs bona fide and spoofed non-targets")  # fmt: skip
+    return {k: str(v) for k, v in figures.items()}
+
+
 def _subset(ps: PairScores, rows: pd.Index) -> PairScores:
     return replace(ps, trials=ps.trials.loc[rows])
 
@@ -270,5 +296,6 @@ def evaluate_pair(cfg: DictConfig, encoder_path: str | Path, cm_path: str | Path
                                     f"cm_{split}_sha256": ps.hashes[f"cm_{split}"]}  # fmt: skip
     report["cm"]["operating_point"] = rule
     report["cm"]["file"] = str(cm.save(out / cm.filename))
+    report["figures"] = spoof_figures(ps, out)
     (out / "spoof_eval.json").write_text(dumps(report))
     return report
