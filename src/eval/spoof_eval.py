@@ -271,7 +271,7 @@ def spoof_figures(ps: PairScores, out: Path) -> dict[str, str]:
         groups[f"bona fide ({ps.threshold_split}: sets the threshold)"] = cal["score"].to_numpy()
     groups |= {f"{a} (unseen)": g["score"].to_numpy() for a, g in ev[~bona].groupby("attack")}
     figures["cm_scores"] = score_histogram_plot(groups, theta, out / "cm_scores.png",
-                                                "Countermeasure scores", "CM score (bona fide logit)")  # fmt: skip
+                                                "Countermeasure scores", "CM score (higher: more bona fide)")  # fmt: skip
     target = (ps.trials["kind"] == "target").to_numpy()
     sasv = {"speaker model alone": (ps.trials["asv"].to_numpy(), target), "pair (CM cascade)": (ps.pair, target)}  # fmt: skip
     figures["sasv_det"] = det_plot(sasv, out / "sasv_det.png", "SASV DET: targets vs bona fide and spoofed non-targets")  # fmt: skip
