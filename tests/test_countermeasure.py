@@ -69,7 +69,12 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     over = [*spoof_overrides(micro_manifest), "spoof.workers=1", *SMALL, "task=countermeasure",
             "trainer.max_epochs=2", "train.out_dir=speaker_out"]  # fmt: skip
     spoof_prepare(compose(over).spoof)
+    capsys.readouterr()
     assert main(["train", *over]) == 0
+    # one line per epoch for a log file (stderr is not a terminal here): epoch, step, val_eer
+    epochs = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"]
+    assert all("val_eer " in ln and "train_loss " in ln for ln in epochs)
     out = tmp_path / "artifacts" / "countermeasure"
     summary = json.loads((out / "train.json").read_text())
     assert summary["task"] == "countermeasure" and summary["epochs"] == 2

@@ -116,12 +116,13 @@ def test_callbacks_and_logger_come_from_config(tmp_path: Path, monkeypatch) -> N
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from speakerops.train.callbacks import Throughput, instantiate_callbacks
+    from speakerops.train.callbacks import EpochLog, Throughput, instantiate_callbacks
 
     monkeypatch.chdir(tmp_path)
     cfg = compose(["train.out_dir=artifacts/t", "mlflow.experiment=exp-x"])
-    checkpoint, meter = instantiate_callbacks(cfg.callbacks)
+    checkpoint, meter, epoch_log = instantiate_callbacks(cfg.callbacks)
     assert isinstance(checkpoint, ModelCheckpoint) and isinstance(meter, Throughput)
+    assert isinstance(epoch_log, EpochLog) and epoch_log.only_without_terminal
     assert Path(checkpoint.dirpath) == tmp_path / "artifacts/t/checkpoints"
     assert checkpoint.monitor == "val_eer" and checkpoint.save_last
     extra = compose(

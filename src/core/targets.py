@@ -33,6 +33,7 @@ ALLOWED_TARGETS = frozenset(
         "speakerops.train.augment.TelephoneChannel",
         "speakerops.models.losses.AAMSoftmax",
         "speakerops.train.callbacks.Throughput",
+        "speakerops.train.callbacks.EpochLog",
         "pytorch_lightning.Trainer",
         "pytorch_lightning.strategies.DDPStrategy",
         "pytorch_lightning.callbacks.ModelCheckpoint",
