@@ -152,6 +152,7 @@ def test_the_pair_is_registered_gated_and_promoted_together(world: dict) -> None
     scores = ref.metadata["cm_score"].to_numpy(dtype=float)
     assert np.isfinite(scores).mean() > 0.9 and np.nanstd(scores) > 0
     assert ref.info["cm_operating_point"] == Countermeasure.load(world["good"]).operating_point
+    assert ref.info["cm_sha256"] == sha256_file(world["good"])  # which CM gave those scores
 
     # a speaker model without a countermeasure against the champion pair: refused, what to run
     rc, verdict, text, out_dir = promote(world, "2")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from speakerops.core.jsonio import sha256_file
 from speakerops.data.audio import load_audio
 from speakerops.drift.log import read_production_log
 from speakerops.serve.app import create_app
@@ -123,6 +124,8 @@ def test_spoof_suspected_audio_is_refused_and_bona_fide_gets_its_cm_score(
     assert len(log) == 4  # 2 enrollment utterances, the accepted verify, the identify
     assert np.isfinite(log["cm_score"]).all() and (log["cm_score"] >= cm.threshold).all()
     assert np.isclose(log["cm_score"], want, atol=1e-5).sum() == 2
+    # each score names the countermeasure file that gave it (the drift check compares like with like)
+    assert (log["cm_sha256"] == sha256_file(cm_path)).all()
 
 
 def test_flag_mode_answers_and_counts_and_no_cm_is_the_old_behaviour(
@@ -145,7 +148,7 @@ def test_flag_mode_answers_and_counts_and_no_cm_is_the_old_behaviour(
                     data={"speaker_id": SPEAKER}, headers=h)  # fmt: skip
     assert r.status_code == 200 and r.json()["countermeasure"] is None
     log = read_production_log(cfg.serve.production_log, keyring=app.state.service.keyring)
-    assert len(log) == 3 and log["cm_score"].isna().all()
+    assert len(log) == 3 and log["cm_score"].isna().all() and log["cm_sha256"].isna().all()
 
 
 def test_a_tampered_countermeasure_or_one_without_operating_point_stops_the_service(

@@ -20,7 +20,9 @@ What is decided on what (``check_drift``):
   normed Wasserstein distance W1(ref, cur)/std(ref) ≥ 0.1 for numbers, Jensen–Shannon
   distance ≥ 0.1 for categories. Any Evidently stat test name works (``ks``, ``psi``…).
   ``cm_score`` (the served countermeasure's score per request, beside the reference's CM scores
-  of its own audio) is one of these columns: a batch of spoofed traffic shifts it.
+  of its own audio) is one of these columns: a batch of spoofed traffic shifts it. Only the
+  rows scored by the reference's countermeasure (its ``cm_sha256``) are compared
+  (:func:`same_cm`).
 - **Score drift** — production has no labels, so two label-free score distributions are
   computed the same way on both sides from L2-normalised embeddings, then tested like
   metadata columns (all rows):
@@ -203,6 +205,28 @@ def _embedding_check(cur: pd.DataFrame, ref: pd.DataFrame, cols: list[str], d) -
     )  # fmt: skip
 
 
+def same_cm(cur: pd.DataFrame, reference: Reference) -> tuple[pd.Series, str | None]:
+    """The window's ``cm_score`` of the rows the reference's countermeasure scored (the
+    reference's ``cm_sha256``; the others set to null) and, when some were left out, why: the
+    scores of another countermeasure are on another scale and never compared with it."""
+    want, scores = reference.info.get("cm_sha256"), cur["cm_score"]
+    if not want or "cm_sha256" not in cur.columns:
+        return scores, None
+    scored = scores.notna()
+    other = scored & (cur["cm_sha256"] != want)
+    if not other.any():
+        return scores, None
+    counts = cur.loc[other, "cm_sha256"].fillna("unrecorded").value_counts()
+    shas = ", ".join(f"{str(k)[:12]} ({n} rows)" for k, n in counts.items())
+    return scores.where(~other), (
+        f"cm_score: {int(other.sum())} of the window's {int(scored.sum())} scored rows come from "
+        f"another countermeasure than the reference's ({want[:12]}): {shas}; left out, since "
+        "scores of different countermeasures are never compared (serve the reference's "
+        "countermeasure, or check against the reference of the served pair: `speakerops spoof "
+        "register`)"
+    )
+
+
 def column_test(name: str, kind: str, spec, cur: pd.Series, ref: pd.Series) -> CheckResult:
     """One metadata/score column through Evidently's registered stat test ``spec.stattest``."""
     from evidently.legacy.calculations.stattests import get_stattest
@@ -278,7 +302,16 @@ def check_drift(current: pd.DataFrame, reference: Reference, cfg=None) -> DriftR
                             0, 0, skipped=f"column absent from the {side}")
             )  # fmt: skip
             continue
-        checks.append(column_test(col, "metadata", spec, cur[col], ref[col]))
+        values, note = same_cm(cur, reference) if col == "cm_score" else (cur[col], None)
+        if note and not values.notna().any():
+            checks.append(
+                CheckResult(col, "metadata", str(spec.stattest), None, spec.get("threshold"), False,
+                            0, int(ref[col].notna().sum()), skipped=note)
+            )  # fmt: skip
+            continue
+        if note:
+            warnings.append(note)
+        checks.append(column_test(col, "metadata", spec, values, ref[col]))
     for col, spec in d.scores.tests.items():
         if col not in SCORE_COLUMNS:
             raise ValueError(

@@ -22,6 +22,8 @@ channel        string (nullable)                     channel label when known (`
 speaker_key    string (nullable)                     HMAC-SHA256(key, speaker_id) hex, only when a
                                                      speaker id was given
 cm_score       float64 (nullable)                    the served countermeasure's score (older parts: null)
+cm_sha256      string (nullable)                     sha256 of the countermeasure file that gave
+                                                     it (rows without a score, older parts: null)
 embedding_enc  binary                                the float32 embedding, AES-256-GCM under the
                                                      keyring's ``production-log`` data key, bound
                                                      to (model_name, model_version, utt_id)
@@ -90,8 +92,11 @@ META_COLUMNS = [
     "channel",
     "speaker_key",
     "cm_score",
+    "cm_sha256",
 ]
-OPTIONAL_COLUMNS = {"cm_score": pa.float64()}  # added after format 2 shipped: null when absent
+# added after format 2 shipped: null when absent
+OPTIONAL_COLUMNS = {"cm_score": pa.float64(), "cm_sha256": pa.string()}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_PARTITION = re.compile(r"^[A-Za-z0-9._-]+$")
 PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
 
@@ -173,6 +178,7 @@ def append_production_log(
     timestamp: Any = None,
     keyring: Keyring | None = None,
     cm_scores: Sequence[float | None] | None = None,
+    cm_sha256: str | None = None,
 ) -> Path:
     """Append one batch of embeddings to the production log; return the part written.
 
@@ -216,6 +222,12 @@ def append_production_log(
     ]
     if any(v is not None and not np.isfinite(v) for v in cm):
         raise ValueError("cm_scores must be finite (None for 'no countermeasure')")
+    if cm_sha256 is not None and not _SHA256.match(cm_sha256):
+        raise ValueError(f"cm_sha256={cm_sha256!r}: expected 64 lowercase hex digits")
+    if cm_sha256 is None and any(v is not None for v in cm):
+        raise ValueError(
+            "cm_scores given without cm_sha256: name the countermeasure file that gave them"
+        )
     chans = [
         None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c)
         for c in _per_row(channels, n, "channels")
@@ -263,6 +275,7 @@ def append_production_log(
             "channel": pa.array(chans, pa.string()),
             "speaker_key": pa.array(keys, pa.string()),
             "cm_score": pa.array(cm, pa.float64()),
+            "cm_sha256": pa.array([None if v is None else cm_sha256 for v in cm], pa.string()),
             "embedding_enc": pa.array(blobs, pa.binary()),
         }
     ).replace_schema_metadata(

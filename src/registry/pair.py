@@ -96,7 +96,7 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
             "version with this countermeasure"
         )
     name = cm_model_name(cfg)
-    reference = _pair_reference(cfg, client, speaker, cm)
+    reference = _pair_reference(cfg, client, speaker, cm, sha256_file(cm_path))
     run_id = _cm_run(cfg, client, cm_path)
     client.log_artifact(run_id, str(cm_path), CM_ARTIFACT_PATH)
     client.log_artifact(run_id, str(sidecar(cm_path)), CM_ARTIFACT_PATH)
@@ -136,7 +136,9 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
     return result
 
 
-def _pair_reference(cfg: DictConfig, client, speaker, cm: CountermeasureDecision) -> int | None:
+def _pair_reference(
+    cfg: DictConfig, client, speaker, cm: CountermeasureDecision, cm_sha256: str
+) -> int | None:
     """The speaker version's drift reference (its run's ``reference`` artifacts) gains the CM
     scores of its recordings (:func:`~speakerops.registry.reference.with_cm_scores`), logged
     over it on the same run, so that a champion pair's drift job checks ``cm_score``. Returns
@@ -164,7 +166,7 @@ def _pair_reference(cfg: DictConfig, client, speaker, cm: CountermeasureDecision
             return None
         ref = load_reference(local, keyring=keyring)
         out = with_cm_scores(ref, cfg.data.prepared_dir, Path(tmp) / "with_cm", keyring=keyring,
-                             countermeasure=cm)  # fmt: skip
+                             countermeasure=cm, cm_sha256=cm_sha256)  # fmt: skip
         client.log_artifacts(speaker.run_id, str(out), REFERENCE_ARTIFACT_PATH)
     return len(ref)
 

@@ -218,6 +218,7 @@ def build_reference_from_eval(
     *,
     keyring: Keyring,
     countermeasure: CountermeasureDecision | None = None,
+    cm_sha256: str | None = None,
 ) -> Path:
     """The reference of a freshly evaluated model, from the evaluate stage's outputs.
 
@@ -225,9 +226,11 @@ def build_reference_from_eval(
     manifest metadata (duration, native sample rate, channel, speaker, split as ``set``), a
     blind SNR estimate of each recording, and the labelled eval trial scores
     (``scores_eval.csv``, whose trial ids are pseudonyms already). With the pair's
-    ``countermeasure``, each recording's CM score too (``cm_score``; NaN where the CM cannot
+    ``countermeasure`` (and ``cm_sha256``, its file's sha256, recorded in the reference's info),
+    each recording's CM score too (``cm_score``; NaN where the CM cannot
     score it, counted in ``reference.json`` as ``cm_unscored``).
     """
+    cm_sha256 = None if countermeasure is None else _required_sha(cm_sha256)  # before any work
     eval_dir, prepared_dir = Path(eval_dir), Path(prepared_dir)
     utt_ids, emb = load_eval_embeddings(eval_dir, keyring=keyring)
     manifest = (
@@ -256,12 +259,21 @@ def build_reference_from_eval(
             _cm_score(countermeasure, p, a, b) for p, (a, b) in zip(manifest["path"], row_spans(manifest), strict=True)
         ]  # fmt: skip
         extra = {"cm_unscored": int(metadata["cm_score"].isna().sum()),
-                 "cm_operating_point": countermeasure.operating_point}  # fmt: skip
+                 "cm_operating_point": countermeasure.operating_point,
+                 "cm_sha256": cm_sha256}  # fmt: skip
     scores = pd.read_csv(eval_dir / "scores_eval.csv").assign(set="eval")
     key = keyring.pseudonym_key()
     return _write_reference(
         out_dir, emb, pseudonymise_ids(metadata, key), scores, keyring=keyring, extra=extra
     )
+
+
+def _required_sha(cm_sha256: str | None) -> str:
+    """The CM file's sha256, which the reference records beside its CM scores: the drift check
+    compares the production log's ``cm_score`` only with scores of the same countermeasure."""
+    if not cm_sha256:
+        raise ValueError("a reference with CM scores needs cm_sha256, the countermeasure file's sha256")  # fmt: skip
+    return cm_sha256
 
 
 def _cm_score(cm: CountermeasureDecision, path: str, start: Any, end: Any) -> float:
@@ -273,7 +285,7 @@ def _cm_score(cm: CountermeasureDecision, path: str, start: Any, end: Any) -> fl
 
 def with_cm_scores(
     ref: Reference, prepared_dir: str | Path, out_dir: str | Path, *, keyring: Keyring,
-    countermeasure: CountermeasureDecision,
+    countermeasure: CountermeasureDecision, cm_sha256: str,
 ) -> Path:  # fmt: skip
     """`ref` written again with each recording's CM score (``cm_score``, as
     :func:`build_reference_from_eval` with a countermeasure): the reference of a speaker version
@@ -298,6 +310,6 @@ def with_cm_scores(
     extra = {k: v for k, v in ref.info.items() if k not in {"format", "format_version", "created_at", "n", "dim",
              "metadata_columns", "n_speakers", "model_name", "model_version", "files"}}  # fmt: skip
     extra.update(cm_unscored=int(metadata["cm_score"].isna().sum()),
-                 cm_operating_point=countermeasure.operating_point)  # fmt: skip
+                 cm_operating_point=countermeasure.operating_point, cm_sha256=_required_sha(cm_sha256))  # fmt: skip
     return _write_reference(out_dir, ref.embeddings, metadata, ref.scores, keyring=keyring,
                             model_name=ref.model_name, model_version=ref.model_version, extra=extra)  # fmt: skip

@@ -161,6 +161,7 @@ class Service:
             * len(utts),
             keyring=self.keyring,
             cm_scores=cm_scores(cms),
+            cm_sha256=None if self.spoof is None else self.spoof.sha256,
         )
 
     def _audit(self, action: str, tenant: str, token_id: str, **fields: Any) -> None:
