@@ -319,8 +319,22 @@ def cmd_policy(call: Call, cfg: DictConfig) -> int:
     return 0
 
 
-@command("drift", "production embeddings vs the champion's reference; ticket + retraining on drift")
+@command(
+    "drift",
+    "production embeddings vs the champion's reference; ticket + retraining on drift "
+    "(`drift check`, the default); `drift compact`: each partition of the production log "
+    "(drift.log_dir) rewritten as one part, rows still encrypted",
+    actions=("check", "compact"),
+)
 def cmd_drift(call: Call, cfg: DictConfig) -> int:
+    if call.action == "compact":
+        from speakerops.drift.compact import compact_production_log
+
+        report = compact_production_log(cfg.drift.log_dir)
+        _print_json(report)
+        for e in report["errors"]:
+            print(f"speakerops drift compact: {e['partition']}: {e['error']}", file=sys.stderr)
+        return EXIT_ERROR if report["errors"] else 0
     from speakerops.drift.run import main as drift_main
 
     return drift_main(cfg)

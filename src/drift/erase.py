@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from speakerops.drift.log import PART_GLOB
+from speakerops.drift.parts import PART_GLOB
 
 
 def erase_speaker(log_dir: str | Path, speaker_key: str) -> int:

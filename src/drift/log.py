@@ -60,6 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from speakerops.core.keys import PSEUDONYM_KEY_ENV, KeyMaterialError, Keyring
+from speakerops.drift.parts import read_parts
 from speakerops.drift.pseudonyms import (
     leaks_speaker,
     resolve_pseudonym_key,
@@ -98,7 +99,6 @@ META_COLUMNS = [
 OPTIONAL_COLUMNS = {"cm_score": pa.float64(), "cm_sha256": pa.string()}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_PARTITION = re.compile(r"^[A-Za-z0-9._-]+$")
-PART_GLOB = "model_name=*/model_version=*/date=*/part-*.parquet"
 
 
 def emb_column_names(dim: int) -> list[str]:
@@ -300,10 +300,6 @@ def append_production_log(
     return written[0]
 
 
-def _partition_values(path: Path) -> dict[str, str]:
-    return dict(p.split("=", 1) for p in path.parts if "=" in p)
-
-
 def _table_to_frame(table: pa.Table, dim: int, keyring: Keyring, source: str) -> pd.DataFrame:
     meta = table.drop(["embedding_enc"]).to_pandas()
     rows = []
@@ -321,6 +317,24 @@ def _table_to_frame(table: pa.Table, dim: int, keyring: Keyring, source: str) ->
         raise ValueError(f"{source}: embeddings of size {flat.shape[1]}, metadata says {dim}")
     emb = pd.DataFrame(flat, columns=emb_column_names(dim), index=meta.index)
     return pd.concat([meta, emb], axis=1)
+
+
+def checked_part(t: pa.Table, f: Path) -> pa.Table:
+    """Part `f`'s table with every column of this format (the optional ones null where an
+    older part lacks them), the log's columns only; refused when of another format."""
+    fmt = (t.schema.metadata or {}).get(b"speakerops.log_format", b"?").decode()
+    if fmt != LOG_FORMAT_VERSION:
+        raise ValueError(
+            f"production log part {f} has format {fmt} (plaintext embeddings); this "
+            f"speakerops reads format {LOG_FORMAT_VERSION} (encrypted): re-log the batch"
+        )
+    for col, kind in OPTIONAL_COLUMNS.items():
+        if col not in t.column_names:
+            t = t.append_column(col, pa.nulls(t.num_rows, kind))
+    missing = [c for c in [*META_COLUMNS, "embedding_enc"] if c not in t.column_names]
+    if missing:
+        raise ValueError(f"production log part {f} lacks column(s) {missing}")
+    return t.select([*META_COLUMNS, "embedding_enc"])
 
 
 def read_production_log(
@@ -350,40 +364,10 @@ def read_production_log(
     d0 = t0.date() if t0 is not None else None
     d1 = (t1 - timedelta(microseconds=1)).date() if t1 is not None else None
 
-    files = []
-    for f in sorted(log_dir.glob(PART_GLOB)):
-        pv = _partition_values(f.relative_to(log_dir))
-        if model_name is not None and pv.get("model_name") != str(model_name):
-            continue
-        if model_version is not None and pv.get("model_version") != str(model_version):
-            continue
-        try:
-            day = date.fromisoformat(pv["date"])
-        except (KeyError, ValueError):
-            continue
-        if (d0 is not None and day < d0) or (d1 is not None and day > d1):
-            continue
-        files.append(f)
-
     frames: list[pd.DataFrame] = []
     by_dim: dict[int, list[tuple[pa.Table, str]]] = {}
-    for f in files:
-        try:
-            t = pq.read_table(f)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise ValueError(f"cannot read production log part {f}: {exc}") from exc
-        fmt = (t.schema.metadata or {}).get(b"speakerops.log_format", b"?").decode()
-        if fmt != LOG_FORMAT_VERSION:
-            raise ValueError(
-                f"production log part {f} has format {fmt} (plaintext embeddings); this "
-                f"speakerops reads format {LOG_FORMAT_VERSION} (encrypted): re-log the batch"
-            )
-        for col, kind in OPTIONAL_COLUMNS.items():
-            if col not in t.column_names:
-                t = t.append_column(col, pa.nulls(t.num_rows, kind))
-        missing = [c for c in [*META_COLUMNS, "embedding_enc"] if c not in t.column_names]
-        if missing:
-            raise ValueError(f"production log part {f} lacks column(s) {missing}")
+    for f, raw in read_parts(log_dir, model_name, model_version, d0, d1):
+        t = checked_part(raw, f)
         dim = int(t.schema.metadata[b"speakerops.embedding_dim"])
         ts = t.column("timestamp")
         mask = None
@@ -395,7 +379,7 @@ def read_production_log(
         if mask is not None:
             t = t.filter(mask)
         if t.num_rows:
-            by_dim.setdefault(dim, []).append((t.select([*META_COLUMNS, "embedding_enc"]), str(f)))
+            by_dim.setdefault(dim, []).append((t, str(f)))
     for dim, parts in by_dim.items():
         frames.extend(_table_to_frame(t, dim, ring, src) for t, src in parts)
     if not frames:
