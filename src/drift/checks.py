@@ -39,6 +39,7 @@ version differs from the reference's, are refused (:class:`DriftRefusal`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -303,15 +304,12 @@ def check_drift(current: pd.DataFrame, reference: Reference, cfg=None) -> DriftR
             )  # fmt: skip
             continue
         values, note = same_cm(cur, reference) if col == "cm_score" else (cur[col], None)
-        if note and not values.notna().any():
-            checks.append(
-                CheckResult(col, "metadata", str(spec.stattest), None, spec.get("threshold"), False,
-                            0, int(ref[col].notna().sum()), skipped=note)
-            )  # fmt: skip
-            continue
-        if note:
+        result = column_test(col, "metadata", spec, values, ref[col])
+        if note and result.skipped:  # none of the window's rows left: skipped for that reason
+            result = replace(result, skipped=note)
+        elif note:
             warnings.append(note)
-        checks.append(column_test(col, "metadata", spec, values, ref[col]))
+        checks.append(result)
     for col, spec in d.scores.tests.items():
         if col not in SCORE_COLUMNS:
             raise ValueError(

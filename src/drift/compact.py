@@ -18,7 +18,6 @@ key is needed. Safe beside the running service and a drift job:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
@@ -30,22 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from speakerops.drift.log import checked_part
-from speakerops.drift.parts import PART_GLOB, REPLACES_KEY, replaced_parts
-
-LOCK_NAME = ".erase.lock"  # the lock erasure takes too
-
-
-def _read(path: Path) -> pa.Table:
-    try:
-        return checked_part(pq.read_table(path), path)
-    except ValueError:
-        raise
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise ValueError(f"cannot read production log part {path}: {exc}") from exc
+from speakerops.drift.parts import PART_GLOB, REPLACES_KEY, log_lock, read_part, replaced_parts
 
 
 def _compact_partition(folder: Path, parts: list[Path]) -> dict[str, Any] | None:
-    tables = {p.name: _read(p) for p in parts}
+    tables = {p.name: checked_part(read_part(p), p) for p in parts}
     already = set().union(*(replaced_parts(t.schema.metadata) for t in tables.values()))
     live = {n: t for n, t in tables.items() if n not in already}  # a killed run's leftovers go
     dims = {t.schema.metadata[b"speakerops.embedding_dim"] for t in live.values()}
@@ -84,8 +72,7 @@ def compact_production_log(log_dir: str | Path, min_parts: int = 2) -> dict[str,
         raise ValueError(f"min_parts={min_parts}: expected >= 2")
     done: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
-    with open(log_dir / LOCK_NAME, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with log_lock(log_dir):
         before = sorted(log_dir.glob(PART_GLOB))
         for folder, parts in _by_folder(before).items():
             if len(parts) < min_parts:
