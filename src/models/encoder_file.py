@@ -160,6 +160,11 @@ def is_pickle(data: bytes) -> bool:
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
 
 
+def expected_sha256(path: str | Path) -> str:
+    """The sha256 `path`'s sidecar records (IntegrityError when it is missing or malformed)."""
+    return _expected(Path(path), None)[0]
+
+
 def _expected(path: Path, sha256: str | None) -> tuple[str, str]:
     if sha256:
         return sha256.strip().lower(), "the expected hash given for it"

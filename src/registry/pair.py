@@ -96,7 +96,8 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
             "version with this countermeasure"
         )
     name = cm_model_name(cfg)
-    reference = _pair_reference(cfg, client, speaker, cm, sha256_file(cm_path))
+    cm_sha = sha256_file(cm_path)
+    reference = _pair_reference(cfg, client, speaker, cm, cm_sha)
     run_id = _cm_run(cfg, client, cm_path)
     client.log_artifact(run_id, str(cm_path), CM_ARTIFACT_PATH)
     client.log_artifact(run_id, str(sidecar(cm_path)), CM_ARTIFACT_PATH)
@@ -110,7 +111,7 @@ def register_countermeasure(cfg: DictConfig, cm_path: str | Path, speaker_uri: s
         )
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{CM_ARTIFACT_PATH}"
     tags = {
-        CM_SHA256_TAG: sha256_file(cm_path),
+        CM_SHA256_TAG: cm_sha,
         SPEAKER_MODEL_TAG: s_name,
         SPEAKER_VERSION_TAG: s_version,
         "git_commit": git_commit(),

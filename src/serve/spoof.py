@@ -33,7 +33,7 @@ from speakerops.core.uris import parse_model_uri, registered_model_uri
 from speakerops.data.audio import AudioError, validate_waveform
 from speakerops.models.cm_decision import CountermeasureDecision
 from speakerops.models.countermeasure import Countermeasure
-from speakerops.models.encoder_file import sidecar
+from speakerops.models.encoder_file import expected_sha256
 from speakerops.registry.pair import CM_SHA256_TAG, PAIR_SPEC, resolve_countermeasure
 from speakerops.serve.errors import ServeError
 from speakerops.serve.intake import Utterance
@@ -79,7 +79,7 @@ class SpoofCheck:
             else:
                 cm = Countermeasure.load(spec, sha)
                 # checked against its sidecar when no sha was given: the sidecar's is the file's
-                sha = sha or sidecar(spec).read_text().split()[0]
+                sha = sha or expected_sha256(spec)
             threshold = cm.threshold
         except (OSError, ValueError, MlflowException) as exc:
             raise ValueError(f"serve.countermeasure={spec}: {exc}") from exc
