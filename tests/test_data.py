@@ -188,3 +188,33 @@ def test_segments_and_a_separate_eval_corpus(audio_folder: Path, tmp_path: Path)
     np.testing.assert_array_equal(wav, full[i : i + wav.size])
     trials, _ = read_trials(tmp_path / "prepared" / "trials_calibration.csv")
     assert trials.label.sum() > 0  # segments of one recording give target trials
+
+
+def test_eval_corpus_with_held_out_readers_of_the_main_corpus(
+    audio_folder: Path, tmp_path: Path
+) -> None:
+    """`eval_corpus.main_fraction` adds readers of the main corpus to the eval split: all their
+    segments, none in train or calibration; the eval trials pair them with each other."""
+    long_root = tmp_path / "long"
+    for s in range(8):
+        write_wav(long_root / f"L{s}" / "only.wav", tone(6.0, 16000, 100 + 25 * s, seed=s))
+    corpus = {"corpus": "folder", "root": str(audio_folder)}
+    base = dict(root=str(long_root), segment_seconds=2.0, calibration_fraction=0.25)
+    cfg = data_cfg(tmp_path, **base, eval_corpus={**corpus, "main_fraction": 0.25})
+    prepare(cfg, progress=False)
+    m = pd.read_csv(tmp_path / "prepared" / "manifest.csv")
+    held = set(m.loc[(m.split == "eval") & m.speaker.str.startswith("L"), "speaker"])
+    assert len(held) == 2
+    assert set(m.loc[m.speaker.isin(held), "split"]) == {"eval"}
+    assert len(m[m.speaker.isin(held)]) == 6  # every 2 s segment of both 6 s recordings
+    assert set(m.loc[m.split == "eval", "speaker"]) == held | {f"spk{i}" for i in range(6)}
+    assert m.loc[m.split == "calibration", "speaker"].nunique() == 2
+    trials, _ = read_trials(tmp_path / "prepared" / "trials_eval.csv")
+    spk = m.set_index("utt_id")["speaker"]
+    pairs = trials.assign(e=trials.enroll.map(spk), t=trials.test.map(spk))
+    assert (pairs.e.isin(held) & (pairs.label == 1)).any()
+    # absent (a hand-built eval_corpus) or 0: the main corpus gives eval no reader, whatever
+    # data.eval_fraction says
+    prepare(data_cfg(tmp_path, **base, eval_fraction=0.5, eval_corpus=corpus), progress=False)
+    m = pd.read_csv(tmp_path / "prepared" / "manifest.csv")
+    assert set(m.loc[m.speaker.str.startswith("L"), "split"]) <= {"train", "calibration"}

@@ -112,15 +112,18 @@ def _list_and_validate(
 def build_manifest(data: DictConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """List the configured corpus, validate it and assign speaker-disjoint splits.
 
-    With `data.eval_corpus` ({corpus, root}) every speaker of that second corpus is an eval
-    speaker and the main corpus is split into train and calibration only.
+    With `data.eval_corpus` ({corpus, root, main_fraction}) every speaker of that second corpus
+    is an eval speaker, and the main corpus gives the eval split only its ``main_fraction`` of
+    readers (held out from train and calibration like any eval speaker; absent or 0: the main
+    corpus is split into train and calibration only).
     """
     good, quarantine = _list_and_validate(data, data, progress)
     eval_corpus = data.get("eval_corpus")
+    main_eval = float(eval_corpus.get("main_fraction", 0.0)) if eval_corpus else None
     split = assign_splits(
         good["speaker"].tolist(),
         float(data.calibration_fraction),
-        0.0 if eval_corpus else float(data.eval_fraction),
+        float(data.eval_fraction) if main_eval is None else main_eval,
         int(data.split_seed),
     )
     good["split"] = good["speaker"].map(split)
