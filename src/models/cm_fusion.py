@@ -79,15 +79,6 @@ def is_fused(path: str | Path) -> bool:
     return Path(path).suffix == ".json"
 
 
-def _expected_sha(path: Path, sha256: str | None) -> str:
-    if sha256 is not None:
-        return sha256
-    side = encoder_file.sidecar(path)
-    if not side.is_file():
-        raise ValueError(f"{path}: no sha256 sidecar {side.name} (write it with FusedCountermeasure.save)")  # fmt: skip
-    return side.read_text().split()[0]
-
-
 class FusedCountermeasure(CountermeasureDecision):
     """Members (Countermeasure) → weighted sum of their logits + bias; the Countermeasure API
     the evaluation, registry and service use (score, score_file, assess, threshold, save)."""
@@ -216,11 +207,9 @@ class FusedCountermeasure(CountermeasureDecision):
         from speakerops.models.countermeasure import Countermeasure
 
         path = Path(path)
-        expected = _expected_sha(path, sha256)
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ValueError(f"{path}: sha256 {actual} does not match the expected {expected}")
-        body = json.loads(path.read_text())
+        data = path.read_bytes()
+        encoder_file.check_bytes(path, data, sha256)
+        body = json.loads(data)
         if body.get("task") != TASK:
             raise ValueError(f"{path}: not a fused countermeasure file (task {body.get('task')!r})")  # fmt: skip
         members, paths = [], []

@@ -109,14 +109,20 @@ def read(path: str | Path, sha256: str | None = None) -> EncoderFile:
             "loaded; an old-format encoder.pt is converted once with "
             f"`speakerops models convert {path} <new>{SUFFIX}`"
         )
-    expected, source = _expected(path, sha256)
+    check_bytes(path, data, sha256)
+    return parse(data, str(path))
+
+
+def check_bytes(path: str | Path, data: bytes, sha256: str | None = None) -> None:
+    """Refuse (IntegrityError naming the file) the bytes read from `path` unless their sha256
+    is `sha256` (default: the one `path`'s sidecar records); every model file's one check."""
+    expected, source = _expected(Path(path), sha256)
     actual = sha256_bytes(data)
     if actual != expected:
         raise IntegrityError(
             f"{path}: sha256 {actual} does not match the expected {expected} ({source}); "
             "the file is corrupt, truncated or was changed: refused"
         )
-    return parse(data, str(path))
 
 
 def parse(data: bytes, name: str) -> EncoderFile:
