@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.signal
 import soundfile as sf
 import torch
 
@@ -17,6 +18,7 @@ from speakerops.core.config import compose
 from speakerops.core.jsonio import sha256_file
 from speakerops.data.spoof.prepare import spoof_prepare
 from speakerops.data.spoof.protocol import check_splits, plan_jobs
+from speakerops.data.spoof.vocoder import world_resynthesis
 
 from .conftest import shared
 
@@ -77,7 +79,8 @@ def test_spoof_prepare_is_attack_disjoint_and_deterministic(
     assert summary["unseen_attacks"] == ["A03", "A05", "A06"]
     assert set(table.loc[summary["unseen_attacks"], "kind"]) == {"tts", "vocoder", "replay"}
     seen = set(m.loc[m["split"] != "eval", "attack"])
-    assert seen == {"bonafide", "A01", "A02", "A04"} and not seen & set(summary["unseen_attacks"])
+    assert seen == {"bonafide", "A01", "A02", "A04", "A07"}  # two vocoders seen: GL and WORLD
+    assert not seen & set(summary["unseen_attacks"])
     assert set(m.loc[m["split"] == "eval", "attack"]) == {"bonafide", "A03", "A05", "A06"}
     assert ((m["label"] == "spoof") == (m["attack"] != "bonafide")).all()
     assert (
@@ -161,3 +164,32 @@ def test_bad_sources_are_quarantined_and_bad_config_refused(
         check_splits(compose([*corpus, "spoof.splits.eval=[A01,A03]"]).spoof)
     with pytest.raises(FileNotFoundError, match="rir_dir=/nowhere"):
         spoof_prepare(compose([*corpus, "spoof.attacks.A06.rir_dir=/nowhere"]).spoof)
+
+
+def test_world_resynthesis_keeps_pitch_and_envelope_and_is_deterministic() -> None:
+    """Attack A07: WORLD analysis + synthesis of a voiced signal (150 Hz pulses through two
+    formant resonances): same length and peak, the same F0 and spectral envelope, not the same
+    samples, and the same bytes on every call."""
+    sr, f0 = 16000, 150.0
+    exc = np.zeros(sr)
+    exc[:: int(sr / f0)] = 1.0
+    y = exc
+    for freq, bw in ((700.0, 80.0), (1800.0, 120.0)):  # formants
+        r = np.exp(-np.pi * bw / sr)
+        y = scipy.signal.lfilter([1.0], [1.0, -2 * r * np.cos(2 * np.pi * freq / sr), r * r], y)
+    x = 0.5 * y / np.abs(y).max() + 1e-4 * np.random.default_rng(0).standard_normal(sr)
+    out = world_resynthesis(x, sr, 5.0, 60.0, 400.0)
+    assert out.shape == x.shape and np.isclose(np.abs(out).max(), np.abs(x).max())
+    assert np.array_equal(out, world_resynthesis(x, sr, 5.0, 60.0, 400.0))
+    assert np.abs(out - x).max() > 0.05  # resynthesised, not copied
+    mid = out[sr // 4 : 3 * sr // 4]
+    ac = np.correlate(mid, mid, "full")[mid.size - 1 :]
+    lag = int(sr / 400) + int(np.argmax(ac[int(sr / 400) : int(sr / 60)]))
+    assert abs(sr / lag - f0) < 0.03 * f0, sr / lag
+    freqs, p_in = scipy.signal.welch(x, sr, nperseg=1024)
+    _, p_out = scipy.signal.welch(out, sr, nperseg=1024)
+    band = (freqs > 100) & (freqs < 4000)
+    smooth = np.ones(9) / 9  # the envelope, not the harmonics
+    env_in = np.convolve(np.log(p_in[band]), smooth, "same")
+    env_out = np.convolve(np.log(p_out[band]), smooth, "same")
+    assert np.corrcoef(env_in, env_out)[0, 1] > 0.8

@@ -47,7 +47,7 @@ from speakerops.data.spoof.protocol import (
 )
 from speakerops.data.spoof.replay import check_mic_channels, load_rirs, replay
 from speakerops.data.spoof.tts import TTSError, check_engine, synthesize_tts
-from speakerops.data.spoof.vocoder import griffin_lim, lpc_resynthesis
+from speakerops.data.spoof.vocoder import griffin_lim, lpc_resynthesis, world_resynthesis
 
 MANIFEST_COLUMNS = ["utt_id", "path", "speaker", "gender", "split", "label", "attack", "kind",
                     "source_utt", "text", "duration", "sample_rate", "detail"]  # fmt: skip
@@ -87,6 +87,9 @@ def render(job: dict, spoof: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, A
         return griffin_lim(x, sr, int(spec["n_mels"]), int(spec["n_iter"])), {}
     if kind == "vocoder" and spec["method"] == "lpc":
         return lpc_resynthesis(x, sr, int(spec["order"]), float(spec["voicing"]), rng), {}
+    if kind == "vocoder" and spec["method"] == "world":
+        f0_range = [float(v) for v in spec["f0_range"]]
+        return world_resynthesis(x, sr, float(spec["frame_period"]), *f0_range), {}
     if kind == "replay":
         return replay(x, sr, spec, rng)
     raise ValueError(f"spoof.attacks.{job['attack']}: unknown method {spec.get('method')!r}")

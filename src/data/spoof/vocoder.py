@@ -11,9 +11,15 @@
   (autocorrelation peak in 60-400 Hz, voiced when its normalized height ≥ ``voicing``) or
   white noise; each hop of excitation is filtered by its frame's ``G / A(z)`` (filter state
   carried across hops).
+* :func:`world_resynthesis`: the WORLD vocoder (``pyworld``; the vocoder of several ASVspoof
+  2019 systems): F0 by Harvest (``f0_floor``-``f0_ceil`` Hz), spectral envelope by
+  CheapTrick, aperiodicity by D4C, every ``frame_period`` ms, then WORLD's own synthesis from
+  those three (deterministic: same input, same bytes).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -94,4 +100,25 @@ def lpc_resynthesis(
         seg, zi = scipy.signal.lfilter([g], np.concatenate([[1.0], -a]), exc, zi=zi)
         out[start : start + hop] = seg
     out = out[: x.size]
+    return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
+
+
+def world_resynthesis(
+    x: np.ndarray, sample_rate: int, frame_period: float, f0_floor: float, f0_ceil: float
+) -> np.ndarray:
+    """``x`` analysed and resynthesised by WORLD (see module doc); same length and peak."""
+    with warnings.catch_warnings():  # its import may warn about packaging metadata
+        warnings.simplefilter("ignore")
+        import pyworld
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    f0, times = pyworld.harvest(
+        x, sample_rate, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=frame_period
+    )
+    fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, f0_floor)  # one size for both
+    envelope = pyworld.cheaptrick(x, f0, times, sample_rate, f0_floor=f0_floor, fft_size=fft_size)
+    aperiodicity = pyworld.d4c(x, f0, times, sample_rate, fft_size=fft_size)
+    y = pyworld.synthesize(f0, envelope, aperiodicity, sample_rate, frame_period)
+    out = np.zeros(x.size, dtype=np.float64)
+    m = min(x.size, y.size)
+    out[:m] = y[:m]
     return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
