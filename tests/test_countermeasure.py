@@ -137,6 +137,23 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     served = Countermeasure.load(report["cm"]["file"])
     assert served.threshold == report["cm"]["threshold"]
     assert served.operating_point["cm_calibration_sha256"] == report["hashes"]["cm_calibration"]
+    # what it flags at that threshold, item by item: bona fide of calibration and eval, each
+    # unseen attack, the target trials the pair loses
+    spoof_dir = tmp_path / "data" / "spoof"
+    paths = pd.read_csv(spoof_dir / "manifest.csv").set_index("utt_id")["path"]
+    theta, got = report["cm"]["threshold"], report["cm"]["flagged"]
+
+    def under(utts) -> dict:
+        n = sum(served.score_file(paths[u]) < theta for u in utts)
+        return {"flagged": n, "of": len(utts), "rate": n / len(utts)}
+
+    cal, ev = (pd.read_csv(spoof_dir / f"cm_{s}.csv", dtype=str) for s in ("calibration", "eval"))
+    assert got["bonafide_calibration"] == under(cal.loc[cal["label"] == "1", "utt_id"])
+    assert got["bonafide_eval"] == under(ev.loc[ev["attack"] == "bonafide", "utt_id"])
+    for attack in ("A03", "A05", "A06"):
+        assert got[attack] == under(ev.loc[ev["attack"] == attack, "utt_id"])
+    trials = pd.read_csv(spoof_dir / "sasv_trials_eval.csv", dtype=str)
+    assert got["target_trials"] == under(trials.loc[trials["kind"] == "target", "test"])
     # split: deployment: the threshold from the eval speakers' unused bona fide recordings
     policy = tmp_path / "deploy_policy.yaml"
     policy.write_text("absolute:\n  eer: {max: 0.5}\ncountermeasure:\n  operating_point: "
@@ -144,9 +161,10 @@ def test_train_task_countermeasure_logs_checkpoints_and_resumes(
     assert main([*argv, f"register.policy={policy}", "spoof.eval_dir=deploy_eval"]) == 0
     deployed = json.loads((tmp_path / "deploy_eval" / "spoof_eval.json").read_text())
     dep = pd.read_csv(tmp_path / "data" / "spoof" / "cm_deployment.csv")
-    paths = pd.read_csv(tmp_path / "data" / "spoof" / "manifest.csv").set_index("utt_id")["path"]
     lowest = min(served.score_file(paths[u]) for u in dep["utt_id"])  # rate 0.01 of < 100 items
     assert deployed["cm"]["threshold"] == pytest.approx(lowest, abs=1e-5)
+    # the threshold is the lowest deployment score: none of the deployment's own audio flagged
+    assert deployed["cm"]["flagged"]["bonafide_deployment"] == {"flagged": 0, "of": len(dep), "rate": 0.0}  # fmt: skip
     assert deployed["hashes"]["cm_deployment"] == sha256_file(tmp_path / "data" / "spoof" / "cm_deployment.csv")  # fmt: skip
     assert Countermeasure.load(deployed["cm"]["file"]).operating_point["split"] == "deployment"
     (tmp_path / "data" / "spoof" / "cm_deployment.csv").unlink()

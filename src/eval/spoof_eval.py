@@ -7,7 +7,9 @@ then reports, with speaker-bootstrap intervals (:mod:`speakerops.eval.bootstrap`
 the claimed / enrolled speakers; `evaluate.bootstrap`):
 
 * the CM on the eval attacks (never seen in training): EER pooled and per attack (bona fide
-  vs that attack), min t-DCF (ASVspoof 2019) with the ASV system at its EER threshold;
+  vs that attack), min t-DCF (ASVspoof 2019) with the ASV system at its EER threshold, and
+  what it flags at its operating threshold (``cm.flagged``: bona fide items of the threshold's
+  split and of eval, each unseen attack, the target trials the pair loses);
 * the speaker model alone and the pair on the same trial list with spoofed non-targets:
   SASV-EER, SV-EER, SPF-EER and min a-DCF, and ``pair_vs_alone``: pair − alone for each, with
   its paired speaker-bootstrap interval (does the CM help, beyond the point estimate). The pair is the cascade the service runs: a trial
@@ -166,6 +168,27 @@ def _t_dcf(cfg: DictConfig, ps: PairScores):
     return point, lambda s, y: min_t_dcf(s, y, point, cfg.spoof.metrics.t_dcf)
 
 
+def _share(scores: pd.Series, threshold: float) -> dict[str, float]:
+    flagged = int((scores.to_numpy() < threshold).sum())
+    return {"flagged": flagged, "of": int(scores.size), "rate": flagged / max(1, scores.size)}
+
+
+def flagged(ps: PairScores) -> dict[str, dict[str, float]]:
+    """What the CM flags at its operating threshold: the share of the threshold split's and the
+    eval split's bona fide items (genuine users refused), of each unseen attack's items
+    (caught), and of the target trials (genuine targets the pair loses)."""
+    ev, theta = ps.cm_eval, ps.cm_threshold
+    bona = ev["attack"] == BONAFIDE
+    out = {}
+    if ps.threshold_items is not None:
+        items = ps.threshold_items
+        out[f"bonafide_{ps.threshold_split}"] = _share(items.loc[items["label"].astype(bool), "score"], theta)  # fmt: skip
+    out["bonafide_eval"] = _share(ev.loc[bona, "score"], theta)
+    out |= {a: _share(g["score"], theta) for a, g in ev[~bona].groupby("attack")}
+    out["target_trials"] = _share(ps.trials.loc[ps.trials["kind"] == "target", "cm"], theta)
+    return out
+
+
 def pair_report(cfg: DictConfig, ps: PairScores) -> dict:
     """The figures of one pair with speaker-bootstrap intervals (module doc)."""
     n, conf, seed = _boot(cfg)
@@ -206,6 +229,7 @@ def pair_report(cfg: DictConfig, ps: PairScores) -> dict:
             "eer_per_attack": per_attack,
             "min_t_dcf": _interval(tdcf),
             "asv_operating_point": point,
+            "flagged": flagged(ps),
         },
         "speaker_alone": sasv(asv),
         "pair": sasv(ps.pair),
