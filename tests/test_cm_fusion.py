@@ -22,7 +22,7 @@ from speakerops.data.audio import load_audio
 from speakerops.data.spoof.prepare import spoof_prepare
 from speakerops.eval.cm_fusion_fit import fit_weights, robust_scale
 from speakerops.eval.spoof_eval import cm_scores
-from speakerops.eval.spoof_metrics import cm_threshold
+from speakerops.eval.spoof_metrics import cm_eer, cm_threshold
 from speakerops.models.cm_fusion import FusedCountermeasure, log_cdf
 from speakerops.models.countermeasure import Countermeasure
 from speakerops.models.encoder import SpeakerEncoder
@@ -92,7 +92,8 @@ def tiny_spoof(micro_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     over = [*spoof_overrides(micro_manifest), "spoof.workers=1"]
     spoof_prepare(compose(over).spoof)
-    return over
+    # the members here are untrained: no check of their EER on the seen attacks (its own test)
+    return [*over, "spoof.fuse.max_member_eer=null"]
 
 
 def test_spoof_fuse_fits_on_seen_attacks_only_and_evaluate_takes_it(
@@ -304,3 +305,31 @@ def test_spoof_fuse_any_fits_on_the_deployment_bona_fide(
     assert fit["n_spoof"] == 0 and set(fit["attacks"]) == set(cal["attack"]) - {"bonafide"}
     assert main([*fuse, "spoof.fuse.rule=max"]) != 0
     assert "spoof.fuse.rule" in capsys.readouterr().err
+
+
+def test_spoof_fuse_refuses_a_member_that_failed_on_the_seen_attacks(
+    tiny_spoof: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each member's CM EER on cm_calibration.csv (seen attacks), computed by hand here: above
+    spoof.fuse.max_member_eer the fusion is refused naming the member and its EER; under it the
+    EERs are recorded in the fit."""
+    paths = _members(tmp_path / "m")
+    cal = pd.read_csv("data/spoof/cm_calibration.csv", dtype={"utt_id": str, "attack": str})
+    manifest = pd.read_csv("data/spoof/manifest.csv", dtype={"utt_id": str}).set_index("utt_id")
+    eers = []
+    for p in paths:
+        member = Countermeasure.load(p)
+        s = [member.score_file(manifest.loc[u, "path"]) for u in cal["utt_id"]]
+        eers.append(cm_eer(s, cal["label"].to_numpy()))
+    worst = int(np.argmax(eers))
+    fuse = ["spoof", "fuse", f"members={paths[0]},{paths[1]}", *tiny_spoof]
+    limit = (eers[worst] + min(eers)) / 2 if eers[worst] > min(eers) else eers[worst] - 1e-3
+    assert main([*fuse, f"spoof.fuse.max_member_eer={limit}"]) != 0
+    err = capsys.readouterr().err
+    assert f"member {paths[worst]} has CM EER {eers[worst]:.3f}" in err
+    assert "cm_calibration.csv" in err and "retrain it" in err
+    assert main([*fuse, "spoof.fuse.max_member_eer=1.0"]) == 0
+    fit = Countermeasure.load(tmp_path / "artifacts" / "cm_fused" / "countermeasure_fused.json").extras["fit"]  # fmt: skip
+    assert fit["member_eer_seen"] == pytest.approx(eers)
+    # the shipped default refuses an untrained member (chance on the seen attacks)
+    assert compose([]).spoof.fuse.max_member_eer < min(eers)

@@ -16,6 +16,11 @@ operating point's (``calibration``, or ``deployment``: the eval speakers' own bo
   fused score is the lowest of the members' log empirical CDFs (the rejection budget split
   between the members; MAD units alone give it to the one with the longest low tail).
 
+Before either fit, each member is scored on `cm_calibration.csv` (the seen attacks) and refused,
+naming it, when its CM EER there is above ``spoof.fuse.max_member_eer`` (null: no check): a
+member that failed to train would take its share of the rejection budget and catch nothing
+(measured: docs/spoofing-measurements.md). The EERs go to the fit's record.
+
 The fused countermeasure goes to ``spoof.fuse.out_dir`` with its members copied beside it.
 `spoof evaluate cm=<that file>` then chooses its operating threshold on the policy's split, as
 for a single CM.
@@ -34,6 +39,7 @@ from speakerops.core.policy import cm_operating_point
 from speakerops.data.manifest import read_manifest
 from speakerops.data.spoof.protocol import BONAFIDE, read_cm_protocol
 from speakerops.eval.spoof_eval import cm_scores
+from speakerops.eval.spoof_metrics import cm_eer
 from speakerops.models.cm_fusion import FILENAME, RULES, FusedCountermeasure, check_standardise
 from speakerops.models.countermeasure import Countermeasure
 
@@ -59,6 +65,35 @@ def robust_scale(scores: np.ndarray) -> tuple[list[float], list[float]]:
     std = x.std(axis=0)
     scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
     return [float(v) for v in loc], [float(v) for v in scale]
+
+
+def member_eers(
+    cfg: DictConfig, members: Sequence[Countermeasure], member_paths: Sequence[str | Path]
+) -> tuple[list[float] | None, list[tuple[str, str]]]:
+    """Each member's CM EER on the seen attacks of `cm_calibration.csv` and the items a member
+    could not score; ValueError naming the first above ``spoof.fuse.max_member_eer`` (None,
+    nothing scored, when that is null)."""
+    limit = cfg.spoof.fuse.max_member_eer
+    if limit is None:
+        return None, []
+    spoof_dir = Path(cfg.spoof.out_dir)
+    cal, _ = read_cm_protocol(spoof_dir / "cm_calibration.csv")
+    paths = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id").loc[cal["utt_id"], "path"]
+    eers, failures = [], []
+    for member, path in zip(members, member_paths, strict=True):
+        scores, failed = cm_scores(member, paths.to_dict())
+        failures += failed
+        rows = cal[cal["utt_id"].isin(scores)]
+        eer = cm_eer([scores[u] for u in rows["utt_id"]], rows["label"].to_numpy())
+        if eer > float(limit):
+            raise ValueError(
+                f"spoof fuse: member {path} has CM EER {eer:.3f} on the seen attacks of "
+                f"{spoof_dir / 'cm_calibration.csv'}, above spoof.fuse.max_member_eer={limit}: "
+                "it learnt little and would take a share of the rejection budget; retrain it "
+                "(more epochs, another seed) or leave it out of members="
+            )
+        eers.append(float(eer))
+    return eers, failures
 
 
 def fuse(
@@ -100,7 +135,8 @@ def fuse(
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")
     paths = manifest.loc[sorted(set(cal["utt_id"])), "path"].to_dict()
     members = [Countermeasure.load(p) for p in member_paths]
-    per_member, failures = [], []
+    eers, failures = member_eers(cfg, members, member_paths)
+    per_member = []
     for m in members:
         s, f = cm_scores(m, paths)
         per_member.append(s)
@@ -110,7 +146,7 @@ def fuse(
     x = np.array([[s[u] for s in per_member] for u in ok])
     fit = {"rule": rule, "split": split, f"cm_{split}_sha256": cal_sha, "attacks": seen,
            "n_bonafide": int(cal["label"].sum()), "n_spoof": int((~cal["label"].astype(bool)).sum()),
-           "members": [str(p) for p in member_paths]}  # fmt: skip
+           "members": [str(p) for p in member_paths], "member_eer_seen": eers}  # fmt: skip
     loc = ref = None
     if rule == "any":
         if len(x) < 2:
