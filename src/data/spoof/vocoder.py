@@ -28,6 +28,14 @@ import torch
 import torchaudio
 
 
+def _like(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A vocoder's output ``y`` at the source ``x``'s length (cut or zero-padded) and peak."""
+    out = np.zeros(x.size, dtype=np.float64)
+    m = min(x.size, y.size)
+    out[:m] = y[:m]
+    return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
+
+
 def griffin_lim(x: np.ndarray, sample_rate: int, n_mels: int, n_iter: int) -> np.ndarray:
     """``x`` (mono float, ``sample_rate``) through mel → Griffin-Lim; same length and peak."""
     n_fft = 1 << int(np.ceil(np.log2(0.025 * sample_rate)))
@@ -43,10 +51,7 @@ def griffin_lim(x: np.ndarray, sample_rate: int, n_mels: int, n_iter: int) -> np
         y = torchaudio.transforms.GriffinLim(
             n_fft=n_fft, n_iter=n_iter, win_length=win, hop_length=hop, power=1.0, rand_init=False
         )(spec)
-    out = np.zeros(x.size, dtype=np.float64)
-    m = min(x.size, y.numel())
-    out[:m] = y[:m].double().numpy()
-    return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
+    return _like(y.double().numpy(), x)
 
 
 def _lpc(frame: np.ndarray, order: int) -> tuple[np.ndarray, float]:
@@ -99,8 +104,7 @@ def lpc_resynthesis(
         g = gain / np.sqrt(win * 0.375)
         seg, zi = scipy.signal.lfilter([g], np.concatenate([[1.0], -a]), exc, zi=zi)
         out[start : start + hop] = seg
-    out = out[: x.size]
-    return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
+    return _like(out, x)
 
 
 def world_resynthesis(
@@ -118,7 +122,4 @@ def world_resynthesis(
     envelope = pyworld.cheaptrick(x, f0, times, sample_rate, f0_floor=f0_floor, fft_size=fft_size)
     aperiodicity = pyworld.d4c(x, f0, times, sample_rate, fft_size=fft_size)
     y = pyworld.synthesize(f0, envelope, aperiodicity, sample_rate, frame_period)
-    out = np.zeros(x.size, dtype=np.float64)
-    m = min(x.size, y.size)
-    out[:m] = y[:m]
-    return out / (np.max(np.abs(out)) + 1e-12) * float(np.max(np.abs(x)))
+    return _like(y, x)
