@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
@@ -68,32 +69,29 @@ def robust_scale(scores: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def member_eers(
-    cfg: DictConfig, members: Sequence[Countermeasure], member_paths: Sequence[str | Path]
-) -> tuple[list[float] | None, list[tuple[str, str]]]:
-    """Each member's CM EER on the seen attacks of `cm_calibration.csv` and the items a member
-    could not score; ValueError naming the first above ``spoof.fuse.max_member_eer`` (None,
-    nothing scored, when that is null)."""
-    limit = cfg.spoof.fuse.max_member_eer
-    if limit is None:
-        return None, []
-    spoof_dir = Path(cfg.spoof.out_dir)
-    cal, _ = read_cm_protocol(spoof_dir / "cm_calibration.csv")
-    paths = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id").loc[cal["utt_id"], "path"]
-    eers, failures = [], []
-    for member, path in zip(members, member_paths, strict=True):
-        scores, failed = cm_scores(member, paths.to_dict())
-        failures += failed
-        rows = cal[cal["utt_id"].isin(scores)]
+    check: pd.DataFrame | None,
+    per_member: Sequence[dict[str, float]],
+    member_paths: Sequence[str | Path],
+    limit: float | None,
+    list_path: Path,
+) -> list[float] | None:
+    """Each member's CM EER on the seen attacks of `cm_calibration.csv` (``check``, scored in
+    ``per_member``); ValueError naming the first above ``limit`` (None when it is null)."""
+    if limit is None or check is None:
+        return None
+    eers = []
+    for scores, path in zip(per_member, member_paths, strict=True):
+        rows = check[check["utt_id"].isin(scores)]
         eer = cm_eer([scores[u] for u in rows["utt_id"]], rows["label"].to_numpy())
         if eer > float(limit):
             raise ValueError(
                 f"spoof fuse: member {path} has CM EER {eer:.3f} on the seen attacks of "
-                f"{spoof_dir / 'cm_calibration.csv'}, above spoof.fuse.max_member_eer={limit}: "
-                "it learnt little and would take a share of the rejection budget; retrain it "
-                "(more epochs, another seed) or leave it out of members="
+                f"{list_path}, above spoof.fuse.max_member_eer={limit}: it learnt little and "
+                "would take a share of the rejection budget; retrain it (more epochs, another "
+                "seed) or leave it out of members="
             )
         eers.append(float(eer))
-    return eers, failures
+    return eers
 
 
 def fuse(
@@ -132,15 +130,19 @@ def fuse(
         )
     if rule == "any":
         cal = cal[cal["label"].astype(bool)]
+    limit = cfg.spoof.fuse.max_member_eer
+    check_path = spoof_dir / "cm_calibration.csv"
+    check = None if limit is None else read_cm_protocol(check_path)[0]
+    needed = set(cal["utt_id"]) | (set() if check is None else set(check["utt_id"]))
     manifest = read_manifest(spoof_dir / "manifest.csv").set_index("utt_id")
-    paths = manifest.loc[sorted(set(cal["utt_id"])), "path"].to_dict()
+    paths = manifest.loc[sorted(needed), "path"].to_dict()
     members = [Countermeasure.load(p) for p in member_paths]
-    eers, failures = member_eers(cfg, members, member_paths)
-    per_member = []
-    for m in members:
+    per_member, failures = [], []
+    for m in members:  # each item scored once per member, for the check and the fit alike
         s, f = cm_scores(m, paths)
         per_member.append(s)
         failures += f
+    eers = member_eers(check, per_member, member_paths, limit, check_path)
     ok = [u for u in cal["utt_id"] if all(u in s for s in per_member)]
     cal = cal.set_index("utt_id").loc[ok]
     x = np.array([[s[u] for s in per_member] for u in ok])
